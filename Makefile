@@ -1,0 +1,55 @@
+# The two commands a new user needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 3000
+EXPORTS ?= exports
+
+# Load-test defaults (loopback only).
+HOST       ?= http://127.0.0.1:3000
+GRPC_HOST  ?= 127.0.0.1:8500
+USERS      ?= 64
+SPAWN_RATE ?= 16
+DURATION   ?= 60s
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install serve test train build loadtest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Train quick models for whatever the BentoML store lacks, then serve on :$(PORT).
+serve: $(STAMP)
+	$(PY) -m training all --quick --if-missing --out $(EXPORTS)
+	$(VENV)/bin/bentoml serve --host 0.0.0.0 --port $(PORT)
+
+## The whole suite (real TensorFlow, real `bentoml serve`, synthetic data).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Full training of every model (real datasets; needs internet or --data-path).
+train: $(STAMP)
+	$(PY) -m training all --out $(EXPORTS)
+
+build: $(STAMP)
+	$(VENV)/bin/bentoml build
+
+loadtest: $(STAMP)
+	mkdir -p reports
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) \
+		--users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
+		--grpc-host $(GRPC_HOST) --csv reports/locust --html reports/locust.html --exit-code-on-error 1
+
+bench: $(STAMP)
+	$(PY) -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache
