@@ -28,7 +28,7 @@ install: $(STAMP)
 
 ## Train quick models for whatever the BentoML store lacks, then serve on :$(PORT).
 serve: $(STAMP)
-	$(PY) -m training all --quick --if-missing --out $(EXPORTS)
+	$(PY) -m training all --quick --if-missing --fallback-synthetic --out $(EXPORTS)
 	$(VENV)/bin/bentoml serve --host 0.0.0.0 --port $(PORT)
 
 ## The whole suite (real TensorFlow, real `bentoml serve`, synthetic data).

@@ -1,0 +1,181 @@
+"""Command line: ``python -m training {MODEL,all,list} [options]``.
+
+Typical usage::
+
+    python -m training imdb --variant conv1d --epochs 5
+    python -m training all --synthetic --quick --out exports
+    python -m training translator --data-path ~/Downloads/deu.txt
+    python -m training list --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from training.models import MODEL_NAMES
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate, export (SavedModel) and register the seed Keras models.",
+    )
+    parser.add_argument(
+        "target",
+        help=f"one of {', '.join(MODEL_NAMES)}, 'all' (default variant of each) or 'list'",
+    )
+    parser.add_argument("--variant", help="model variant (default: the model's best one)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default per model)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default per model)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small data and few epochs (minutes on a laptop)"
+    )
+    parser.add_argument(
+        "--synthetic", action="store_true", help="learnable synthetic data (offline, tests)"
+    )
+    parser.add_argument(
+        "--data-path", type=Path, help="local dataset file in the upstream format (air-gapped)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("exports"), help="export repository")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-register", action="store_true", help="do not register in the BentoML store"
+    )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="skip models the BentoML store already holds (used by make serve)",
+    )
+    parser.add_argument(
+        "--fallback-synthetic",
+        action="store_true",
+        help="if the real dataset cannot be reached, warn loudly and use synthetic data",
+    )
+    parser.add_argument("--json", action="store_true", help="with 'list': print JSON")
+    return parser
+
+
+def _list_variants(as_json: bool) -> int:
+    from training.models import get_model_module
+
+    rows = []
+    for name in MODEL_NAMES:
+        module = get_model_module(name)
+        for variant in module.VARIANTS:
+            model = module.build_model(variant, module.Config())
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "params": int(model.count_params()),
+                    "default": variant == module.DEFAULT_VARIANT,
+                }
+            )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            mark = "*" if row["default"] else " "
+            print(f"{row['model']:<11} {row['variant']:<18}{mark} {row['params']:>10,d}")
+    return 0
+
+
+def _print_summary(results) -> None:
+    header = ("model", "variant", "data", "metric", "value", "time", "export")
+    rows = [
+        (
+            r.model,
+            r.variant,
+            r.data,
+            r.metric,
+            f"{r.value:.4f}",
+            f"{r.seconds:.0f}s",
+            str(r.export_path),
+        )
+        for r in results
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print()
+    print(line.format(*header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line.format(*row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    if args.target == "list":
+        return _list_variants(args.json)
+    if args.target != "all" and args.target not in MODEL_NAMES:
+        print(
+            f"error: unknown model {args.target!r} (choose from {', '.join(MODEL_NAMES)}, all, list)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.target == "all" and args.variant:
+        print("error: --variant needs a single model, not 'all'", file=sys.stderr)
+        return EXIT_USAGE
+    if args.target == "all" and args.data_path:
+        print("error: --data-path needs a single model, not 'all'", file=sys.stderr)
+        return EXIT_USAGE
+    if args.data_path is not None and not args.data_path.is_file():
+        print(f"error: {args.data_path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+
+    from training import data as data_lib
+    from training.pipeline import TrainOptions, UsageError, resolve_variant, train_model
+
+    names = list(MODEL_NAMES) if args.target == "all" else [args.target]
+    try:
+        for name in names:
+            resolve_variant(name, args.variant)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.if_missing and not args.no_register:
+        from training.registry import registered_names
+
+        present = registered_names()
+        skipped = [n for n in names if n in present]
+        names = [n for n in names if n not in present]
+        if skipped:
+            print(f"already registered, not retrained: {', '.join(skipped)}")
+        if not names:
+            return 0
+
+    options = TrainOptions(
+        variant=args.variant,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        quick=args.quick,
+        synthetic=args.synthetic,
+        data_path=args.data_path,
+        out=args.out,
+        seed=args.seed,
+        register=not args.no_register,
+        synthetic_fallback=args.fallback_synthetic,
+    )
+    results = []
+    for name in names:
+        print(f"=== training {name} ===", flush=True)
+        try:
+            results.append(train_model(name, options))
+        except data_lib.DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    _print_summary(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
