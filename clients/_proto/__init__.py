@@ -1,0 +1,1 @@
+"""TF Serving protos compiled for the client. Generated: do not edit."""
