@@ -1,0 +1,300 @@
+"""The public method set, written once for both transports and both I/O styles.
+
+Each transport has a *protocol* object (`clients._rest.RestProtocol`,
+`clients._tfs.TFServingProtocol`) whose methods are generators: they validate input, yield
+the requests to send, receive the decoded responses and return the result types. They do
+no I/O, so the same logic drives the blocking and the asyncio clients: `SyncAPI` and
+`AsyncAPI` below only add the loop that sends what the generator yields. Errors from a
+request are thrown back into the generator, which may handle them (health probes,
+optional label lookups) or let them propagate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from clients.errors import ClientError
+from clients.types import (
+    Forecast,
+    ImageClassification,
+    ModelInfo,
+    ModelStatus,
+    SentimentResult,
+    TopicPrediction,
+    Translation,
+)
+
+T = TypeVar("T")
+Op = Generator[Any, Any, T]  # yields requests, is sent responses, returns a result
+
+
+class Operations(Protocol):
+    """What a transport protocol implements; see `SyncAPI` for the meaning of each."""
+
+    def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]: ...
+    def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]: ...
+    def classify_image(self, images: Any, model: str, top_k: int) -> Op[list[ImageClassification]]: ...
+    def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]: ...
+    def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]: ...
+    def predict(
+        self, model: str, inputs: Mapping[str, Any], signature: str | None, version: int | None
+    ) -> Op[dict[str, np.ndarray]]: ...
+    def metadata(self, model: str, version: int | None) -> Op[ModelInfo]: ...
+    def status(self, model: str) -> Op[ModelStatus]: ...
+    def health(self) -> Op[bool]: ...
+    def ready(self) -> Op[bool]: ...
+
+
+def run(op: Op[T], send: Callable[[Any], Any]) -> T:
+    """Drive `op` to completion, sending each request it yields with `send`."""
+    try:
+        request = next(op)
+        while True:
+            try:
+                response = send(request)
+            except ClientError as error:
+                request = op.throw(error)
+            else:
+                request = op.send(response)
+    except StopIteration as done:
+        return done.value
+
+
+async def run_async(op: Op[T], send: Callable[[Any], Awaitable[Any]]) -> T:
+    """Async twin of `run`."""
+    try:
+        request = next(op)
+        while True:
+            try:
+                response = await send(request)
+            except ClientError as error:
+                request = op.throw(error)
+            else:
+                request = op.send(response)
+    except StopIteration as done:
+        return done.value
+
+
+class SyncAPI:
+    """The blocking client methods. Every method takes a keyword-only `timeout` in
+    seconds (default: the client's) that bounds each request it sends, and raises a
+    `clients.errors.ClientError` subclass on failure."""
+
+    _ops: Operations
+
+    def _run(self, op: Op[T], timeout: float | None) -> T:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def classify_topic(
+        self, texts: Sequence[str], top_k: int = 3, *, timeout: float | None = None
+    ) -> list[TopicPrediction]:
+        """Reuters topics of each text.
+
+        Args:
+            texts: Raw texts (the model tokenizes them).
+            top_k: How many topics to return per text, best first.
+            timeout: Seconds per request; default: the client's.
+
+        Returns:
+            One `TopicPrediction` per text, in order.
+
+        Raises:
+            InvalidInput: `texts` is empty or not a list of str, or `top_k` < 1.
+        """
+        return self._run(self._ops.classify_topic(texts, top_k), timeout)
+
+    def sentiment(
+        self, texts: Sequence[str], *, timeout: float | None = None
+    ) -> list[SentimentResult]:
+        """IMDB sentiment ("positive" / "negative") of each text.
+
+        Args:
+            texts: Raw review texts.
+            timeout: Seconds per request; default: the client's.
+
+        Returns:
+            One `SentimentResult` per text, in order.
+        """
+        return self._run(self._ops.sentiment(texts), timeout)
+
+    def classify_image(
+        self, images: Any, model: str = "cifar", top_k: int = 1, *, timeout: float | None = None
+    ) -> list[ImageClassification]:
+        """Class of each image.
+
+        Args:
+            images: A batch: an array `[N, H, W]` or `[N, H, W, C]`, or a list of `[H, W]`
+                / `[H, W, C]` arrays. uint8 (or other integers in 0..255) are raw pixels;
+                floats are pixels scaled to [0, 1].
+            model: ``"cifar"`` (32x32x3) or ``"mnist"`` (28x28x1).
+            top_k: How many classes to list in each result's `top`.
+            timeout: Seconds per request; default: the client's.
+
+        Returns:
+            One `ImageClassification` per image, in order.
+        """
+        return self._run(self._ops.classify_image(images, model, top_k), timeout)
+
+    def forecast(
+        self, window: Sequence[float], horizon: int = 1, *, timeout: float | None = None
+    ) -> Forecast:
+        """The next `horizon` values of the cosine series after `window`.
+
+        Args:
+            window: The last values of the series (10 for the seed model).
+            horizon: How many steps to predict; each step feeds the previous prediction
+                back in.
+            timeout: Seconds per request; default: the client's.
+        """
+        return self._run(self._ops.forecast(window, horizon), timeout)
+
+    def translate(
+        self, sentences: Sequence[str], *, timeout: float | None = None
+    ) -> list[Translation]:
+        """Translate each sentence with the seed translator model.
+
+        Args:
+            sentences: Source sentences.
+            timeout: Seconds per request; default: the client's.
+
+        Returns:
+            One `Translation` per sentence, in order.
+        """
+        return self._run(self._ops.translate(sentences), timeout)
+
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        signature: str | None = None,
+        version: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run any signature of any model, TF Serving style.
+
+        Args:
+            model: Model name (``"imdb"``, ``"cifar"``...).
+            inputs: Input name to array. dtypes must match the signature (see
+                `metadata`), e.g. ``{"window": np.zeros((1, 10), np.float32)}``;
+                lists of str become string tensors.
+            signature: Signature name; default ``serving_default``.
+            version: Model version; default the latest.
+            timeout: Seconds per request; default: the client's.
+
+        Returns:
+            Output name to array, with the signature's dtypes (strings as bytes).
+
+        Raises:
+            InvalidInput: wrong input names, dtypes or shapes.
+            ModelNotFound: no such model, version or signature.
+        """
+        return self._run(self._ops.predict(model, inputs, signature, version), timeout)
+
+    def metadata(
+        self, model: str, version: int | None = None, *, timeout: float | None = None
+    ) -> ModelInfo:
+        """Signatures (and label names, when the server provides them) of a model."""
+        return self._run(self._ops.metadata(model, version), timeout)
+
+    def status(self, model: str, *, timeout: float | None = None) -> ModelStatus:
+        """Load state of each version of a model."""
+        return self._run(self._ops.status(model), timeout)
+
+    def health(self, *, timeout: float | None = None) -> bool:
+        """Whether the server is up (liveness). False, not an error, if unreachable."""
+        return self._run(self._ops.health(), timeout)
+
+    def ready(self, *, timeout: float | None = None) -> bool:
+        """Whether the server is ready to serve predictions. False if unreachable."""
+        return self._run(self._ops.ready(), timeout)
+
+
+class AsyncAPI:
+    """The asyncio client methods: same names, arguments and results as `SyncAPI`."""
+
+    _ops: Operations
+
+    async def _run(self, op: Op[T], timeout: float | None) -> T:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def classify_topic(
+        self, texts: Sequence[str], top_k: int = 3, *, timeout: float | None = None
+    ) -> list[TopicPrediction]:
+        """See `SyncAPI.classify_topic`."""
+        return await self._run(self._ops.classify_topic(texts, top_k), timeout)
+
+    async def sentiment(
+        self, texts: Sequence[str], *, timeout: float | None = None
+    ) -> list[SentimentResult]:
+        """See `SyncAPI.sentiment`."""
+        return await self._run(self._ops.sentiment(texts), timeout)
+
+    async def classify_image(
+        self, images: Any, model: str = "cifar", top_k: int = 1, *, timeout: float | None = None
+    ) -> list[ImageClassification]:
+        """See `SyncAPI.classify_image`."""
+        return await self._run(self._ops.classify_image(images, model, top_k), timeout)
+
+    async def forecast(
+        self, window: Sequence[float], horizon: int = 1, *, timeout: float | None = None
+    ) -> Forecast:
+        """See `SyncAPI.forecast`."""
+        return await self._run(self._ops.forecast(window, horizon), timeout)
+
+    async def translate(
+        self, sentences: Sequence[str], *, timeout: float | None = None
+    ) -> list[Translation]:
+        """See `SyncAPI.translate`."""
+        return await self._run(self._ops.translate(sentences), timeout)
+
+    async def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        signature: str | None = None,
+        version: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """See `SyncAPI.predict`."""
+        return await self._run(self._ops.predict(model, inputs, signature, version), timeout)
+
+    async def metadata(
+        self, model: str, version: int | None = None, *, timeout: float | None = None
+    ) -> ModelInfo:
+        """See `SyncAPI.metadata`."""
+        return await self._run(self._ops.metadata(model, version), timeout)
+
+    async def status(self, model: str, *, timeout: float | None = None) -> ModelStatus:
+        """See `SyncAPI.status`."""
+        return await self._run(self._ops.status(model), timeout)
+
+    async def health(self, *, timeout: float | None = None) -> bool:
+        """See `SyncAPI.health`."""
+        return await self._run(self._ops.health(), timeout)
+
+    async def ready(self, *, timeout: float | None = None) -> bool:
+        """See `SyncAPI.ready`."""
+        return await self._run(self._ops.ready(), timeout)

@@ -1,0 +1,218 @@
+"""gRPC client speaking TensorFlow Serving's protocol (default port 8500).
+
+`Client` and `AsyncClient` have the same methods as their HTTP twins in `clients.http`
+and return the same `clients.types` results, but talk only to
+`tensorflow.serving.PredictionService` / `ModelService` and `grpc.health.v1.Health`, so
+they also work against a real TF Serving (minus label names, see `clients._tfs`). The
+protos are the client's own copy (`clients._proto`): no TensorFlow needed. One channel
+per client is reused across calls; close it with `with` / `async with` or `close()`.
+Failed calls raise `clients.errors.ClientError` subclasses; UNAVAILABLE is retried with
+exponential backoff (`clients.retry.RetryPolicy`).
+
+Typical usage::
+
+    import numpy as np
+    from clients.grpc import Client
+
+    with Client("localhost:8500", timeout=10) as client:
+        [result] = client.classify_image(np.zeros((1, 28, 28), np.uint8), model="mnist")
+        print(result.index, result.label, result.probability)
+        outputs = client.predict("imdb", {"text": ["a fine film"]}, signature="predict_text")
+        print(outputs["probabilities"])
+
+    # TLS with a private CA, and asyncio
+    from clients.grpc import AsyncClient
+
+    async with AsyncClient("grpcs://models.internal:8500", root_certificates="ca.pem") as client:
+        print(await client.sentiment(["Dull and far too long."]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from clients._api import AsyncAPI, Op, SyncAPI, run, run_async
+from clients._proto.grpc_health.v1 import health_pb2_grpc
+from clients._proto.tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from clients._tfs import Rpc, TFServingProtocol
+from clients.errors import from_rpc_error
+from clients.retry import RetryPolicy, call_with_retries, call_with_retries_async
+
+__all__ = ["AsyncClient", "Client", "DEFAULT_TARGET"]
+
+DEFAULT_TARGET = "localhost:8500"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default is one cifar batch of ~100
+T = TypeVar("T")
+
+
+def parse_target(target: str) -> tuple[str, bool]:
+    """``host:port``, ``grpc://host:port`` or ``grpcs://host:port`` -> (host:port, tls)."""
+    for scheme, tls in (("grpcs://", True), ("grpc://", False)):
+        if target.startswith(scheme):
+            return target[len(scheme) :].rstrip("/"), tls
+    if "://" in target:
+        raise ValueError(f"unsupported scheme in {target!r}; use host:port, grpc:// or grpcs://")
+    return target, False
+
+
+def _credentials(
+    tls: bool, root_certificates: str | Path | bytes | None
+) -> grpc.ChannelCredentials | None:
+    if root_certificates is None and not tls:
+        return None
+    roots = root_certificates
+    if isinstance(roots, (str, Path)):
+        roots = Path(roots).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=roots)  # None: system roots
+
+
+def _channel_options(
+    max_message_bytes: int, tls_server_name: str | None, options: Sequence[tuple[str, Any]]
+) -> list[tuple[str, Any]]:
+    result = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if tls_server_name:
+        result.append(("grpc.ssl_target_name_override", tls_server_name))
+    return result + list(options)
+
+
+def _stub_methods(channel: Any) -> dict[str, Any]:
+    prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return {
+        "Predict": prediction.Predict,
+        "GetModelMetadata": prediction.GetModelMetadata,
+        "GetModelStatus": model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus,
+        "Check": health_pb2_grpc.HealthStub(channel).Check,
+    }
+
+
+class Client(SyncAPI):
+    """Blocking gRPC client. Methods: see `clients._api.SyncAPI`.
+
+    Args:
+        target: ``host:port``; ``grpcs://host:port`` for TLS with the system CAs.
+        timeout: Default deadline in seconds per RPC, per call overridable.
+        retry: A `RetryPolicy`, or an int of max attempts (1 disables retries).
+        root_certificates: PEM CA bundle (path or bytes); turns TLS on.
+        tls_server_name: Expected server name when it differs from the target host.
+        labels: Label names per model, e.g. ``{"reuters": [...]}``; other models' names
+            are asked from the server once (GetModelMetadata field ``"labels"``).
+        max_message_bytes: Send/receive size cap.
+        options: Extra gRPC channel options.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | int | None = None,
+        root_certificates: str | Path | bytes | None = None,
+        tls_server_name: str | None = None,
+        labels: Mapping[str, Sequence[str]] | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target, tls = parse_target(target)
+        self.timeout = timeout
+        self.retry = RetryPolicy.coerce(retry)
+        self._ops = TFServingProtocol(labels)
+        credentials = _credentials(tls, root_certificates)
+        channel_options = _channel_options(max_message_bytes, tls_server_name, options)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=channel_options)
+        else:
+            self._channel = grpc.secure_channel(self.target, credentials, options=channel_options)
+        self._methods = _stub_methods(self._channel)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"
+
+    def _send(self, rpc: Rpc, timeout: float | None) -> Any:
+        method = self._methods[rpc.method]
+
+        def attempt() -> Any:
+            try:
+                return method(rpc.request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+
+        policy = self.retry if rpc.retry else RetryPolicy(max_attempts=1)
+        return call_with_retries(attempt, policy)
+
+    def _run(self, op: Op[T], timeout: float | None) -> T:
+        return run(op, lambda rpc: self._send(rpc, timeout))
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+
+class AsyncClient(AsyncAPI):
+    """asyncio gRPC client (`grpc.aio`); same arguments as `Client`, methods are coroutines.
+
+    The channel is opened on first use, inside the running event loop, as `grpc.aio`
+    requires.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | int | None = None,
+        root_certificates: str | Path | bytes | None = None,
+        tls_server_name: str | None = None,
+        labels: Mapping[str, Sequence[str]] | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target, tls = parse_target(target)
+        self.timeout = timeout
+        self.retry = RetryPolicy.coerce(retry)
+        self._ops = TFServingProtocol(labels)
+        self._credentials = _credentials(tls, root_certificates)
+        self._options = _channel_options(max_message_bytes, tls_server_name, options)
+        self._channel: grpc.aio.Channel | None = None
+        self._methods: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"
+
+    def _open(self) -> dict[str, Any]:
+        if self._channel is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._options
+                )
+            self._methods = _stub_methods(self._channel)
+        return self._methods
+
+    async def _send(self, rpc: Rpc, timeout: float | None) -> Any:
+        method = self._open()[rpc.method]
+
+        async def attempt() -> Any:
+            try:
+                return await method(rpc.request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+
+        policy = self.retry if rpc.retry else RetryPolicy(max_attempts=1)
+        return await call_with_retries_async(attempt, policy)
+
+    async def _run(self, op: Op[T], timeout: float | None) -> T:
+        return await run_async(op, lambda rpc: self._send(rpc, timeout))
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,244 @@
+"""numpy <-> `tensorflow.TensorProto` without TensorFlow, through one dtype table.
+
+`to_tensor_proto` is the client's `tf.make_tensor_proto` and `to_ndarray` its
+`tf.make_ndarray`: numeric arrays travel as little-endian `tensor_content` bytes (what
+TensorFlow itself sends); decoding also accepts the typed ``*_val`` fields, including
+TensorFlow's "repeat the last value" shorthand. Strings are `DT_STRING` and come back
+as an object array of `bytes`, as in TensorFlow.
+
+Typical usage::
+
+    import numpy as np
+    from clients.tensors import to_ndarray, to_tensor_proto
+
+    proto = to_tensor_proto(np.zeros((2, 10), np.float32))
+    array = to_ndarray(proto)
+    texts = to_tensor_proto(["a film", "another one"])   # DT_STRING, utf-8
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clients._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from clients.errors import InvalidInput
+
+TensorProto = tensor_pb2.TensorProto
+
+
+@dataclass(frozen=True)
+class DType:
+    """One row of the dtype table."""
+
+    name: str  # TensorFlow's name, as in tf.float32.name
+    enum: int  # tensorflow.DataType value
+    numpy: np.dtype
+    field: str  # TensorProto's typed repeated field
+    wire: np.dtype | None = None  # element type of `field` when it differs from `numpy`
+
+
+DTYPES: tuple[DType, ...] = (
+    DType("float32", types_pb2.DT_FLOAT, np.dtype(np.float32), "float_val"),
+    DType("float64", types_pb2.DT_DOUBLE, np.dtype(np.float64), "double_val"),
+    # half travels as its raw 16 bits in an int32 field.
+    DType("float16", types_pb2.DT_HALF, np.dtype(np.float16), "half_val", np.dtype(np.uint16)),
+    DType("int8", types_pb2.DT_INT8, np.dtype(np.int8), "int_val"),
+    DType("int16", types_pb2.DT_INT16, np.dtype(np.int16), "int_val"),
+    DType("int32", types_pb2.DT_INT32, np.dtype(np.int32), "int_val"),
+    DType("int64", types_pb2.DT_INT64, np.dtype(np.int64), "int64_val"),
+    DType("uint8", types_pb2.DT_UINT8, np.dtype(np.uint8), "int_val"),
+    DType("uint16", types_pb2.DT_UINT16, np.dtype(np.uint16), "int_val"),
+    DType("uint32", types_pb2.DT_UINT32, np.dtype(np.uint32), "uint32_val"),
+    DType("uint64", types_pb2.DT_UINT64, np.dtype(np.uint64), "uint64_val"),
+    DType("bool", types_pb2.DT_BOOL, np.dtype(np.bool_), "bool_val"),
+    # complex values are interleaved (real, imag) pairs of their component type.
+    DType("complex64", types_pb2.DT_COMPLEX64, np.dtype(np.complex64), "scomplex_val",
+          np.dtype(np.float32)),
+    DType("complex128", types_pb2.DT_COMPLEX128, np.dtype(np.complex128), "dcomplex_val",
+          np.dtype(np.float64)),
+    DType("string", types_pb2.DT_STRING, np.dtype(object), "string_val"),
+)  # fmt: skip
+
+BY_ENUM: dict[int, DType] = {d.enum: d for d in DTYPES}
+BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
+_BY_NUMPY: dict[np.dtype, DType] = {d.numpy: d for d in DTYPES if d.name != "string"}
+STRING = BY_NAME["string"]
+
+
+def dtype_for(value: np.dtype | str | type) -> DType:
+    """The table row for a numpy dtype, a TF name (``"float32"``, ``"string"``) or a DataType
+    name (``"DT_FLOAT"``).
+
+    Raises:
+        InvalidInput: for dtypes TensorProto cannot carry here (bfloat16, datetimes...).
+    """
+    if isinstance(value, str):
+        if value in BY_NAME:
+            return BY_NAME[value]
+        if value.startswith("DT_") and value in types_pb2.DataType.keys():
+            enum = types_pb2.DataType.Value(value)
+            if enum in BY_ENUM:
+                return BY_ENUM[enum]
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise InvalidInput(f"unsupported dtype {value!r}") from None
+    if dtype.kind in "OSU":
+        return STRING
+    row = _BY_NUMPY.get(dtype.newbyteorder("="))
+    if row is None:
+        raise InvalidInput(f"unsupported dtype {dtype} for a TensorProto")
+    return row
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (str, bytes)):
+        return np.array(value, dtype=object)
+    array = np.asarray(value)
+    if array.dtype.kind == "U":  # keep Python strings as objects, like TF does
+        array = array.astype(object)
+    return array
+
+
+def _encode_string(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, np.bytes_):
+        return bytes(item)
+    raise InvalidInput(f"a string tensor holds str or bytes, got {type(item).__name__}")
+
+
+def to_tensor_proto(
+    value: Any, dtype: np.dtype | str | None = None, *, use_tensor_content: bool = True
+) -> TensorProto:
+    """A TensorProto for an array-like (numpy array, nested lists, scalar, str, bytes).
+
+    Args:
+        value: The tensor. Strings (str is utf-8 encoded) and bytes become `DT_STRING`.
+        dtype: Cast to this dtype first (numpy dtype or TF name); default: `value`'s own.
+        use_tensor_content: Pack numeric data as raw bytes (fast, what TF does); False
+            writes the typed ``*_val`` fields instead.
+
+    Returns:
+        The proto, with a fully defined shape.
+
+    Raises:
+        InvalidInput: if the dtype is unsupported or the values do not fit it.
+    """
+    array = _as_array(value)
+    row = dtype_for(dtype if dtype is not None else array.dtype)
+    proto = TensorProto(dtype=row.enum)
+    proto.tensor_shape.CopyFrom(shape_proto(array.shape))
+    if row is STRING:
+        proto.string_val.extend(_encode_string(item) for item in array.reshape(-1).tolist())
+        return proto
+    try:
+        array = array.astype(row.numpy, copy=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"cannot convert to {row.name}: {e}") from None
+    if use_tensor_content:
+        proto.tensor_content = array.astype(row.numpy.newbyteorder("<"), copy=False).tobytes()
+    else:
+        flat = array.reshape(-1)
+        if row.wire is not None:  # float16 bits, complex (real, imag) pairs
+            flat = flat.view(row.wire)
+        getattr(proto, row.field).extend(flat.tolist())
+    return proto
+
+
+def shape_proto(shape: tuple[int | None, ...]) -> tensor_shape_pb2.TensorShapeProto:
+    """A TensorShapeProto; None dimensions become -1 (unknown), as in TF."""
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=-1 if d is None else d) for d in shape]
+    )
+
+
+def shape_of(proto: tensor_shape_pb2.TensorShapeProto) -> tuple[int | None, ...] | None:
+    """The shape as a tuple (None for unknown dimensions), or None for unknown rank."""
+    if proto.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else d.size for d in proto.dim)
+
+
+def to_ndarray(proto: TensorProto) -> np.ndarray:
+    """The numpy array a TensorProto holds (strings as an object array of bytes).
+
+    Raises:
+        InvalidInput: for dtypes outside the table, unknown shapes, or a content size
+            that does not match the shape.
+    """
+    row = BY_ENUM.get(proto.dtype)
+    if row is None:
+        name = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        raise InvalidInput(f"unsupported tensor dtype {name}")
+    shape = shape_of(proto.tensor_shape)
+    if shape is None or None in shape:
+        raise InvalidInput(f"tensor has no fully defined shape: {proto.tensor_shape}")
+    size = int(np.prod(shape, dtype=np.int64))
+    if row is STRING:
+        items = _decode_string_list(proto.tensor_content, size) if proto.tensor_content else proto.string_val
+        values = np.empty(len(items), dtype=object)
+        values[:] = list(items)
+    elif proto.tensor_content:
+        wire = row.numpy.newbyteorder("<")
+        if len(proto.tensor_content) != size * wire.itemsize:
+            raise InvalidInput(
+                f"tensor_content has {len(proto.tensor_content)} bytes, "
+                f"shape {list(shape)} of {row.name} needs {size * wire.itemsize}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=wire).astype(row.numpy).reshape(shape)
+    else:
+        raw = np.asarray(getattr(proto, row.field), dtype=row.wire or row.numpy)
+        if row.name == "float16":
+            raw = raw.view(np.float16)
+        elif row.wire is not None:  # complex pairs
+            raw = raw.view(row.numpy)
+        values = raw.astype(row.numpy, copy=False)
+    return _fill(values, size, row).reshape(shape)
+
+
+def _decode_string_list(content: bytes, count: int) -> list[bytes]:
+    """TF C++'s packed string form (`AsProtoTensorContent`): `count` varint lengths, then data."""
+    lengths, pos = [], 0
+    for _ in range(count):
+        length = shift = 0
+        while True:
+            if pos >= len(content):
+                raise InvalidInput("truncated string tensor_content")
+            byte = content[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        lengths.append(length)
+    items = []
+    for length in lengths:
+        items.append(content[pos : pos + length])
+        pos += length
+    if pos != len(content):
+        raise InvalidInput("string tensor_content does not match its shape")
+    return items
+
+
+def _fill(values: np.ndarray, size: int, row: DType) -> np.ndarray:
+    """TF's shorthand: fewer values than elements means "repeat the last one"."""
+    if len(values) == size:
+        return values
+    if len(values) > size:
+        raise InvalidInput(f"{row.field} has {len(values)} values for {size} elements")
+    if len(values) == 0:
+        filled = np.empty(size, dtype=row.numpy)
+        filled[:] = b"" if row is STRING else 0
+        return filled
+    filled = np.empty(size, dtype=row.numpy)
+    filled[: len(values)] = values
+    filled[len(values) :] = values[-1]
+    return filled
