@@ -21,7 +21,7 @@ import numpy as np
 from clients import _inputs
 from clients._api import Op
 from clients.errors import ClientError, DeadlineExceeded, InvalidInput, ServerError, Unavailable
-from clients.tensors import dtype_for
+from clients.tensors import as_array, dtype_for
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -90,7 +90,7 @@ def _scores(items: Sequence[Mapping[str, Any]], label_key: str) -> tuple[LabelSc
 
 def _to_json(value: Any) -> Any:
     """A numpy array / array-like as TF Serving REST JSON (bytes as {"b64": ...})."""
-    array = np.asarray(value, dtype=object if isinstance(value, (str, bytes)) else None)
+    array = as_array(value)
     if array.dtype.kind in "OSU":
         def encode(item: Any) -> Any:
             if isinstance(item, list):

@@ -94,15 +94,18 @@ def dtype_for(value: np.dtype | str | type) -> DType:
     return row
 
 
-def _as_array(value: Any) -> np.ndarray:
+def as_array(value: Any) -> np.ndarray:
+    """An array-like as an array; str/bytes stay Python objects (no fixed-width 'U'/'S'
+    arrays, which would mangle mixed or NUL-terminated byte strings)."""
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, (str, bytes)):
         return np.array(value, dtype=object)
-    array = np.asarray(value)
-    if array.dtype.kind == "U":  # keep Python strings as objects, like TF does
-        array = array.astype(object)
-    return array
+    try:
+        array = np.asarray(value)
+    except UnicodeDecodeError:  # bytes mixed with str
+        return np.array(value, dtype=object)
+    return np.array(value, dtype=object) if array.dtype.kind in "SU" else array
 
 
 def _encode_string(item: Any) -> bytes:
@@ -132,7 +135,7 @@ def to_tensor_proto(
     Raises:
         InvalidInput: if the dtype is unsupported or the values do not fit it.
     """
-    array = _as_array(value)
+    array = as_array(value)
     row = dtype_for(dtype if dtype is not None else array.dtype)
     proto = TensorProto(dtype=row.enum)
     proto.tensor_shape.CopyFrom(shape_proto(array.shape))
