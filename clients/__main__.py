@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print results as JSON")
 
     parser = argparse.ArgumentParser(
-        prog="python -m clients", description="Query the model service.",
+        prog="python -m clients",
+        description="Query the model service.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -80,7 +81,9 @@ def load_images(paths: Sequence[Path], model: str) -> tuple[list[str], np.ndarra
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
             batch = array if array.ndim == 4 else array[np.newaxis]
-            names += [f"{path.name}[{i}]" for i in range(len(batch))] if array.ndim == 4 else [path.name]
+            names += (
+                [f"{path.name}[{i}]" for i in range(len(batch))] if array.ndim == 4 else [path.name]
+            )
             images += list(batch)
         else:
             images.append(_read_picture(path, model))
@@ -97,7 +100,9 @@ def _read_picture(path: Path, model: str) -> np.ndarray:
     try:
         from PIL import Image  # optional: only this command path needs Pillow
     except ImportError:
-        raise InvalidInput("reading PNG/JPEG needs Pillow (pip install pillow); or pass .npy") from None
+        raise InvalidInput(
+            "reading PNG/JPEG needs Pillow (pip install pillow); or pass .npy"
+        ) from None
     mode, size = IMAGE_FORMATS[model]
     try:
         with Image.open(path) as image:
@@ -126,12 +131,13 @@ def run_command(client: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
     if args.command == "sentiment":
         results = client.sentiment(args.texts)
         lines = [
-            f"{r.label:<8} {r.probability:6.3f}  {text}" for r, text in zip(results, args.texts)
+            f"{r.label:<8} {r.probability:6.3f}  {text}"
+            for r, text in zip(results, args.texts, strict=True)
         ]
     elif args.command == "topic":
         results = client.classify_topic(args.texts, top_k=args.top_k)
         lines = []
-        for r, text in zip(results, args.texts):
+        for r, text in zip(results, args.texts, strict=True):
             lines.append(text)
             lines += [f"  {_label(s.label, s.index):<16} {s.probability:6.3f}" for s in r.topics]
     elif args.command == "translate":
@@ -144,7 +150,7 @@ def run_command(client: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
         names, images = load_images(args.files, args.model)
         results = client.classify_image(images, model=args.model, top_k=args.top_k)
         lines = []
-        for r, name in zip(results, names):
+        for r, name in zip(results, names, strict=True):
             others = ", ".join(f"{_label(s.label, s.index)} {s.probability:.3f}" for s in r.top[1:])
             lines.append(
                 f"{name:<24} {_label(r.label, r.index):<12} {r.probability:6.3f}"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -81,7 +80,9 @@ def window(value: Any) -> np.ndarray:
     except (TypeError, ValueError):
         raise InvalidInput("window must be a list of numbers") from None
     if array.ndim != 1 or array.size == 0:
-        raise InvalidInput(f"window must be a non-empty 1-D list of numbers, got shape {array.shape}")
+        raise InvalidInput(
+            f"window must be a non-empty 1-D list of numbers, got shape {array.shape}"
+        )
     if not np.all(np.isfinite(array)):
         raise InvalidInput("window contains NaN or infinity")
     return array
@@ -103,11 +104,3 @@ def inputs(value: Any) -> dict[str, Any]:
 def version(value: Any) -> int | None:
     """None, or a positive model version."""
     return None if value is None else positive_int(value, "version")
-
-
-def sequence_of(value: Any, kind: type, name: str) -> Sequence[Any]:
-    """A list whose items are all `kind`."""
-    items = list(value)
-    if not all(isinstance(item, kind) for item in items):
-        raise InvalidInput(f"{name} must hold {kind.__name__} values")
-    return items

@@ -81,6 +81,15 @@ def _field(payload: Any, key: str) -> Any:
     return payload[key]
 
 
+def _batch(payload: Any, key: str, size: int) -> list[Any]:
+    """The per-item results list of a response, which must match the request's batch."""
+    items = _field(payload, key)
+    if not isinstance(items, list) or len(items) != size:
+        count = len(items) if isinstance(items, list) else type(items).__name__
+        raise ServerError(f"expected {size} {key}, got {count}")
+    return items
+
+
 def _scores(items: Sequence[Mapping[str, Any]], label_key: str) -> tuple[LabelScore, ...]:
     return tuple(
         LabelScore(item.get(label_key), int(item["index"]), float(item["probability"]))
@@ -92,6 +101,7 @@ def _to_json(value: Any) -> Any:
     """A numpy array / array-like as TF Serving REST JSON (bytes as {"b64": ...})."""
     array = as_array(value)
     if array.dtype.kind in "OSU":
+
         def encode(item: Any) -> Any:
             if isinstance(item, list):
                 return [encode(i) for i in item]
@@ -137,7 +147,8 @@ def _tensor_spec(info: Mapping[str, Any]) -> TensorSpec:
         shape = None
     else:
         shape = tuple(
-            None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in shape_info.get("dim", [])
+            None if int(d.get("size", -1)) < 0 else int(d["size"])
+            for d in shape_info.get("dim", [])
         )
     dtype = info.get("dtype", "DT_INVALID")
     try:
@@ -168,16 +179,18 @@ class RestProtocol:
         self._output_specs: dict[tuple[str, int | None, str], Mapping[str, TensorSpec] | None] = {}
 
     def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]:
-        body = {"texts": _inputs.texts(texts), "top_k": _inputs.positive_int(top_k, "top_k")}
+        batch = _inputs.texts(texts)
+        body = {"texts": batch, "top_k": _inputs.positive_int(top_k, "top_k")}
         payload = yield _post("/reuters/classify", body)
         model = _model_ref(payload, "reuters")
         return [
             TopicPrediction(_scores(item["topics"], "topic"), model)
-            for item in _field(payload, "results")
+            for item in _batch(payload, "results", len(batch))
         ]
 
     def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]:
-        payload = yield _post("/imdb/sentiment", {"texts": _inputs.texts(texts)})
+        batch = _inputs.texts(texts)
+        payload = yield _post("/imdb/sentiment", {"texts": batch})
         model = _model_ref(payload, "imdb")
         return [
             SentimentResult(
@@ -186,7 +199,7 @@ class RestProtocol:
                 positive_probability=float(item["positive_probability"]),
                 model=model,
             )
-            for item in _field(payload, "results")
+            for item in _batch(payload, "results", len(batch))
         ]
 
     def classify_image(self, images: Any, model: str, top_k: int) -> Op[list[ImageClassification]]:
@@ -203,7 +216,7 @@ class RestProtocol:
                 top=_scores(item.get("top") or [item], "label"),
                 model=ref,
             )
-            for item in _field(payload, "results")
+            for item in _batch(payload, "results", len(batch))
         ]
 
     def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]:
@@ -219,14 +232,16 @@ class RestProtocol:
         sources = _inputs.texts(sentences, "sentences")
         payload = yield _post("/translate", {"sentences": sources})
         model = _model_ref(payload, "translator")
-        texts = _field(payload, "translations")
+        texts = _batch(payload, "translations", len(sources))
         return [Translation(s, t, model) for s, t in zip(sources, texts, strict=True)]
 
     def predict(
         self, model: str, inputs: Mapping[str, Any], signature: str | None, version: int | None
     ) -> Op[dict[str, np.ndarray]]:
         version = _inputs.version(version)
-        body: dict[str, Any] = {"inputs": {k: _to_json(v) for k, v in _inputs.inputs(inputs).items()}}
+        body: dict[str, Any] = {
+            "inputs": {k: _to_json(v) for k, v in _inputs.inputs(inputs).items()}
+        }
         if signature:
             body["signature_name"] = signature
         payload = yield _post(f"{_model_path(model, version)}:predict", body)

@@ -82,10 +82,14 @@ def _model_ref(response: predict_pb2.PredictResponse, fallback: str) -> ModelRef
     return ModelRef(spec.name or fallback, version)
 
 
-def _output(response: predict_pb2.PredictResponse, name: str) -> np.ndarray:
+def _output(response: predict_pb2.PredictResponse, name: str, rows: int) -> np.ndarray:
+    """Output `name`, which must have one row per request item."""
     if name not in response.outputs:
         raise ServerError(f"response has no output {name!r}; got {sorted(response.outputs)}")
-    return to_ndarray(response.outputs[name])
+    array = to_ndarray(response.outputs[name])
+    if array.ndim == 0 or len(array) != rows:
+        raise ServerError(f"output {name!r} has shape {array.shape}, expected {rows} rows")
+    return array
 
 
 def _tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
@@ -163,17 +167,23 @@ class TFServingProtocol:
     def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]:
         batch, k = _inputs.texts(texts), _inputs.positive_int(top_k, "top_k")
         response = yield from self._predict("reuters", "predict_text", {"text": batch})
-        probabilities = _output(response, "probabilities")
+        probabilities = _output(response, "probabilities", len(batch))
         labels = yield from self.labels("reuters")
         model = _model_ref(response, "reuters")
         return [TopicPrediction(top_scores(p, k, labels), model) for p in probabilities]
 
     def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]:
-        response = yield from self._predict("imdb", "predict_text", {"text": _inputs.texts(texts)})
-        probabilities = _output(response, "probabilities")
-        labels = _output(response, "label") if "label" in response.outputs else [None] * len(probabilities)
+        batch = _inputs.texts(texts)
+        response = yield from self._predict("imdb", "predict_text", {"text": batch})
+        probabilities = _output(response, "probabilities", len(batch))
+        # `label` is the model's own argmax; prefer it so ties break as on the server.
+        has_label = "label" in response.outputs
+        labels = _output(response, "label", len(batch)) if has_label else [None] * len(batch)
         model = _model_ref(response, "imdb")
-        return [sentiment_result(p, l, model) for p, l in zip(probabilities, labels, strict=True)]
+        return [
+            sentiment_result(p, label, model)
+            for p, label in zip(probabilities, labels, strict=True)
+        ]
 
     def classify_image(self, images: Any, model: str, top_k: int) -> Op[list[ImageClassification]]:
         name, k = _inputs.image_model(model), _inputs.positive_int(top_k, "top_k")
@@ -182,13 +192,15 @@ class TFServingProtocol:
             response = yield from self._predict(name, "predict_images", {"images": batch})
         else:
             response = yield from self._predict(name, "serving_default", {"pixels": batch})
-        probabilities = _output(response, "probabilities")
+        probabilities = _output(response, "probabilities", len(batch))
         labels = yield from self.labels(name)
         ref = _model_ref(response, name)
         results = []
         for p in probabilities:
             top = top_scores(p, k, labels)
-            results.append(ImageClassification(top[0].label, top[0].index, top[0].probability, top, ref))
+            results.append(
+                ImageClassification(top[0].label, top[0].index, top[0].probability, top, ref)
+            )
         return results
 
     def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]:
@@ -198,7 +210,7 @@ class TFServingProtocol:
         # Recursive multi-step forecast: each prediction slides into the window.
         for _ in range(steps):
             response = yield from self._predict("cosine", "forecast", {"window": history[None, :]})
-            value = float(_output(response, "forecast").reshape(-1)[0])
+            value = float(_output(response, "forecast", 1).reshape(-1)[0])
             values.append(value)
             history = np.append(history[1:], np.float32(value))
             ref = _model_ref(response, "cosine")
@@ -207,7 +219,7 @@ class TFServingProtocol:
     def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]:
         sources = _inputs.texts(sentences, "sentences")
         response = yield from self._predict("translator", "translate", {"sentences": sources})
-        texts = _output(response, "translation").reshape(-1)
+        texts = _output(response, "translation", len(sources))
         model = _model_ref(response, "translator")
         return [
             Translation(s, t.decode("utf-8") if isinstance(t, bytes) else str(t), model)

@@ -37,7 +37,10 @@ import grpc
 
 from clients._api import AsyncAPI, Op, SyncAPI, run, run_async
 from clients._proto.grpc_health.v1 import health_pb2_grpc
-from clients._proto.tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from clients._proto.tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 from clients._tfs import Rpc, TFServingProtocol
 from clients.errors import from_rpc_error
 from clients.retry import RetryPolicy, call_with_retries, call_with_retries_async
@@ -201,7 +204,9 @@ class AsyncClient(AsyncAPI):
 
         async def attempt() -> Any:
             try:
-                return await method(rpc.request, timeout=self.timeout if timeout is None else timeout)
+                return await method(
+                    rpc.request, timeout=self.timeout if timeout is None else timeout
+                )
             except grpc.RpcError as e:
                 raise from_rpc_error(e) from None
 

@@ -179,14 +179,22 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     """
     row = BY_ENUM.get(proto.dtype)
     if row is None:
-        name = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        name = (
+            types_pb2.DataType.Name(proto.dtype)
+            if proto.dtype in types_pb2.DataType.values()
+            else proto.dtype
+        )
         raise InvalidInput(f"unsupported tensor dtype {name}")
     shape = shape_of(proto.tensor_shape)
     if shape is None or None in shape:
         raise InvalidInput(f"tensor has no fully defined shape: {proto.tensor_shape}")
     size = int(np.prod(shape, dtype=np.int64))
     if row is STRING:
-        items = _decode_string_list(proto.tensor_content, size) if proto.tensor_content else proto.string_val
+        items = (
+            _decode_string_list(proto.tensor_content, size)
+            if proto.tensor_content
+            else proto.string_val
+        )
         values = np.empty(len(items), dtype=object)
         values[:] = list(items)
     elif proto.tensor_content:

@@ -173,7 +173,9 @@ def top_scores(
     )
 
 
-def sentiment_result(probabilities: np.ndarray, label: int | None, model: ModelRef) -> SentimentResult:
+def sentiment_result(
+    probabilities: np.ndarray, label: int | None, model: ModelRef
+) -> SentimentResult:
     """A SentimentResult from imdb's `[1 - p, p]` output and its argmax `label`."""
     index = int(np.argmax(probabilities)) if label is None else int(label)
     return SentimentResult(

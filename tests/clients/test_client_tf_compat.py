@@ -8,7 +8,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from concurrent import futures
 
+import grpc
 import numpy as np
 import pytest
 
@@ -17,10 +19,13 @@ tfs_predict = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
 
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2 as tfs_metadata  # noqa: E402
+from tensorflow_serving.apis import prediction_service_pb2_grpc as tfs_grpc  # noqa: E402
+from test_client_tensors import SAMPLES  # noqa: E402
 
 from clients._proto.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2  # noqa: E402
+from clients.grpc import Client as GrpcClient  # noqa: E402
 from clients.tensors import to_ndarray, to_tensor_proto  # noqa: E402
-from test_client_tensors import SAMPLES  # noqa: E402
+from clients.types import ModelRef  # noqa: E402
 
 TF_DTYPES = sorted(set(SAMPLES))
 
@@ -70,7 +75,9 @@ def test_predict_request_wire_format_is_tf_servings() -> None:
     theirs = tfs_predict.PredictRequest.FromString(request.SerializeToString())
     assert theirs.model_spec.version.value == 3
     assert tf.make_ndarray(theirs.inputs["text"]).tolist() == [b"a fine film"]
-    assert theirs.SerializeToString(deterministic=True) == request.SerializeToString(deterministic=True)
+    assert theirs.SerializeToString(deterministic=True) == request.SerializeToString(
+        deterministic=True
+    )
 
 
 def test_signature_def_map_in_any_parses_both_ways() -> None:
@@ -117,3 +124,51 @@ def test_clients_and_tensorflow_serving_share_a_process(order: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+class RealServicer(tfs_grpc.PredictionServiceServicer):
+    """What the service's gRPC module does: the real tensorflow_serving servicer."""
+
+    def Predict(self, request, context):
+        texts = tf.make_ndarray(request.inputs["text"])
+        probabilities = np.array([[0.25, 0.5, 0.25]] * len(texts), np.float32)
+        response = tfs_predict.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = 4
+        response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(probabilities))
+        return response
+
+    def GetModelMetadata(self, request, context):
+        response = tfs_metadata.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        if "labels" in request.metadata_field:
+            response.metadata["labels"].Pack(tf.make_tensor_proto(["cocoa", "grain", "oil"]))
+        return response
+
+
+@pytest.fixture(scope="module")
+def real_server():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    tfs_grpc.add_PredictionServiceServicer_to_server(RealServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_our_client_against_a_tensorflow_serving_servicer(real_server) -> None:
+    with GrpcClient(real_server) as client:
+        [result] = client.classify_topic(["oil"], top_k=2)
+    assert [(s.label, s.index) for s in result.topics] == [("grain", 1), ("cocoa", 0)]
+    assert result.model == ModelRef("reuters", 4)
+
+
+def test_stock_tf_serving_stub_against_our_servicer(fake_tfs) -> None:
+    _, target = fake_tfs
+    request = tfs_predict.PredictRequest()
+    request.model_spec.name = "cosine"
+    request.model_spec.signature_name = "forecast"
+    request.inputs["window"].CopyFrom(tf.make_tensor_proto(np.ones((2, 10), np.float32)))
+    with grpc.insecure_channel(target) as channel:
+        response = tfs_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["forecast"]), [1.0, 1.0])
