@@ -1,0 +1,56 @@
+"""The client's generated protos: private descriptor pool, and in sync with the generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_client_protos_stay_out_of_the_default_pool() -> None:
+    code = (
+        "import clients.grpc\n"
+        "from google.protobuf import descriptor_pool\n"
+        "from clients._proto._pool import POOL\n"
+        "name = 'tensorflow_serving/apis/predict.proto'\n"
+        "assert POOL.FindFileByName(name).package == 'tensorflow.serving'\n"
+        "try:\n"
+        "    descriptor_pool.Default().FindFileByName(name)\n"
+        "except KeyError:\n"
+        "    print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_message_full_names_are_tf_servings() -> None:
+    from clients._proto.tensorflow.core.framework import tensor_pb2
+    from clients._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2
+
+    assert predict_pb2.PredictRequest.DESCRIPTOR.full_name == "tensorflow.serving.PredictRequest"
+    assert tensor_pb2.TensorProto.DESCRIPTOR.full_name == "tensorflow.TensorProto"
+    service = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    assert service.full_name == "tensorflow.serving.PredictionService"
+    assert {m.name for m in service.methods} == {
+        "Classify", "Regress", "Predict", "MultiInference", "GetModelMetadata",
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("grpc_tools") is None
+    or importlib.util.find_spec("tensorflow") is None,
+    reason="regenerating needs grpcio-tools and an installed tensorflow(-serving-api)",
+)
+def test_generated_code_is_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, "tools/compile_protos.py", "--check"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
