@@ -1,0 +1,189 @@
+"""What the BentoML store holds: served models, their versions, signatures and labels.
+
+Read from each export's ``metadata.json`` (see ``docs/contracts.md``), so the gateway knows
+every model's signatures without importing TensorFlow.
+
+Typical usage::
+
+    tags = latest_tags()                       # {"imdb": "imdb:fgxxcdxg42u5eax4", ...}
+    info = ModelInfo.from_path("imdb", tags["imdb"], stored.path)
+    info.signature("predict_text").input       # TensorSpec(name="text", dtype="string", ...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+# The user-level signature of each kind of model (docs/contracts.md, "Signatures").
+USER_SIGNATURES = {
+    "predict_text": "text",
+    "predict_images": "image",
+    "forecast": "window",
+    "translate": "sentences",
+}
+TENSOR_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature; ``shape[0]`` is the batch (``None``)."""
+
+    name: str
+    dtype: str  # numpy-style name: int32, int64, uint8, float32, string
+    shape: tuple[int | None, ...]
+
+    @property
+    def row_shape(self) -> tuple[int | None, ...]:
+        return self.shape[1:]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+    @property
+    def input(self) -> TensorSpec:
+        """The signature's only input (every exported signature has exactly one)."""
+        return next(iter(self.inputs.values()))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served model as the gateway and the runners see it."""
+
+    name: str
+    version: int
+    variant: str
+    tag: str
+    labels: tuple[str, ...]
+    signatures: dict[str, SignatureSpec]
+    synthetic: bool = False
+    # Exclusive upper bound of token ids in the tensor signature (text models), if known.
+    vocab_size: int | None = None
+
+    @classmethod
+    def from_path(cls, name: str, tag: str, path: str | Path) -> "ModelInfo":
+        """Reads ``<path>/metadata.json``.
+
+        Raises:
+            ValueError: the file is missing or lacks the contract's fields.
+        """
+        meta_path = Path(path) / "metadata.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            signatures = {
+                sig: SignatureSpec(
+                    name=sig,
+                    inputs=_specs(spec["inputs"]),
+                    outputs=_specs(spec["outputs"]),
+                )
+                for sig, spec in meta["signatures"].items()
+            }
+            version = int(meta["version"])
+            config = (meta.get("training") or {}).get("config") or {}
+            vocab = config.get("vocab_size", config.get("source_vocab_size"))
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{meta_path}: not a usable export metadata file ({exc})") from exc
+        if TENSOR_SIGNATURE not in signatures:
+            raise ValueError(f"{meta_path}: no {TENSOR_SIGNATURE} signature")
+        if any(len(s.inputs) != 1 for s in signatures.values()):
+            raise ValueError(f"{meta_path}: every signature must take exactly one input")
+        return cls(
+            name=name,
+            version=version,
+            variant=str(meta.get("variant", "")),
+            tag=tag,
+            labels=tuple(str(label) for label in meta.get("labels") or ()),
+            signatures=signatures,
+            synthetic=bool((meta.get("dataset") or {}).get("synthetic", False)),
+            vocab_size=int(vocab) if vocab else None,
+        )
+
+    @property
+    def user_signature(self) -> str | None:
+        """The signature taking what a person has (raw text, uint8 images, ...)."""
+        return next((s for s in self.signatures if s in USER_SIGNATURES), None)
+
+    @property
+    def kind(self) -> str | None:
+        """``text``, ``image``, ``window``, ``sentences`` or ``None`` for other exports."""
+        user = self.user_signature
+        return USER_SIGNATURES[user] if user else None
+
+    def signature(self, name: str | None) -> SignatureSpec:
+        """The named signature (``serving_default`` when ``name`` is empty).
+
+        Raises:
+            ModelNotFound: the model has no such signature.
+        """
+        name = name or TENSOR_SIGNATURE
+        try:
+            return self.signatures[name]
+        except KeyError:
+            known = ", ".join(sorted(self.signatures))
+            raise ModelNotFound(
+                f"signature_name: model '{self.name}' has no signature '{name}' (has: {known})"
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        """The ``model`` object of every friendly response."""
+        return {"name": self.name, "version": self.version, "variant": self.variant}
+
+
+def _specs(raw: dict[str, dict[str, Any]]) -> dict[str, TensorSpec]:
+    return {
+        key: TensorSpec(name=key, dtype=str(spec["dtype"]), shape=tuple(spec["shape"]))
+        for key, spec in raw.items()
+    }
+
+
+def latest_tags(names: tuple[str, ...] = ()) -> dict[str, str]:
+    """The latest stored version of each model to serve, as ``name -> "name:version"``.
+
+    Args:
+        names: models to serve; empty means every model in the store that has an
+            export ``metadata.json`` (others are skipped with a warning).
+
+    Raises:
+        LookupError: a requested model is not in the store, or nothing is servable.
+    """
+    import bentoml
+
+    latest: dict[str, Any] = {}
+    for model in bentoml.models.list():
+        name = model.tag.name
+        if names and name not in names:
+            continue
+        if name not in latest or model.info.creation_time > latest[name].info.creation_time:
+            latest[name] = model
+    missing = [n for n in names if n not in latest]
+    if missing:
+        raise LookupError(
+            f"SERVICE_MODELS names {', '.join(missing)} but the BentoML store has no such model; "
+            "train it first: python -m training <model> (BENTOML_HOME decides the store)"
+        )
+    tags = {}
+    for name, model in sorted(latest.items()):
+        if not (Path(model.path) / "metadata.json").is_file():
+            logger.warning("not serving %s: %s has no metadata.json", model.tag, model.path)
+            continue
+        tags[name] = str(model.tag)
+    if not tags:
+        raise LookupError(
+            "the BentoML store holds no exported model; train some first: "
+            "python -m training all --quick (BENTOML_HOME decides the store)"
+        )
+    return tags

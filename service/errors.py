@@ -1,0 +1,76 @@
+"""One error taxonomy for every door of the service.
+
+Each error is a :class:`bentoml.exceptions.BentoMLException` whose ``error_code`` is the HTTP
+status; :data:`GRPC_STATUS` maps the same classes to gRPC status codes (for the gRPC door).
+Messages name the offending field, e.g. ``texts[2]: must not be empty``; the HTTP body is
+always ``{"error": message}``, the shape TensorFlow Serving's REST API uses.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from bentoml.exceptions import BentoMLException
+
+
+class ServingError(BentoMLException):
+    """Base of every error the service reports to a client on purpose."""
+
+    error_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=self.error_code)
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.message}
+
+
+class InvalidInput(ServingError):
+    """The request is malformed: missing/extra field, wrong type, shape, value."""
+
+    error_code = HTTPStatus.BAD_REQUEST
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class PayloadTooLarge(ServingError):
+    """The body or the batch in it exceeds a documented cap."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class UnsupportedMediaType(ServingError):
+    """The Content-Type is neither JSON nor (where accepted) multipart."""
+
+    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class ModelNotFound(ServingError):
+    """Unknown model, version or signature."""
+
+    error_code = HTTPStatus.NOT_FOUND
+    grpc_code = "NOT_FOUND"
+
+
+class NotReady(ServingError):
+    """The model is still loading or warming up, or its runner is unreachable."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_code = "UNAVAILABLE"
+
+
+class ModelFailure(ServingError):
+    """The model call itself failed (a server bug, never the client's input)."""
+
+    error_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    grpc_code = "INTERNAL"
+
+
+# Error class -> grpc.StatusCode member name, for ``context.abort(getattr(StatusCode, name))``.
+GRPC_STATUS: dict[type[ServingError], str] = {
+    cls: cls.grpc_code
+    for cls in (InvalidInput, PayloadTooLarge, UnsupportedMediaType, ModelNotFound, NotReady, ModelFailure)
+}

@@ -1,0 +1,220 @@
+"""Validation at the door: client values -> the numpy batch a model runner accepts.
+
+Every check happens in the gateway, before the batch queue, so that a bad request fails
+alone with a 4xx naming its field and never reaches a batch shared with other clients.
+
+Image conventions (documented in ``service/ARCHITECTURE.md``): nested arrays are ``HxWxC``
+(or ``HxW`` for one-channel models) at exactly the model's size, either integers 0-255 or
+floats 0-1 (any float in the array means the 0-1 scale); uploaded PNG/JPEG files (multipart,
+or ``{"b64": ...}`` in JSON) of any size are converted to the model's channels (``L`` or
+``RGB``) and resized to its size with bilinear filtering (aspect ratio not kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.catalog import TensorSpec
+from service.errors import InvalidInput, PayloadTooLarge
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+_INT_KINDS = "iu"
+
+
+def check_count(items: Sequence[Any], field: str, max_items: int) -> None:
+    """A non-empty list of at most ``max_items``."""
+    if not isinstance(items, list | tuple):
+        raise InvalidInput(f"{field}: expected a list, got {type(items).__name__}")
+    if not items:
+        raise InvalidInput(f"{field}: must not be empty")
+    if len(items) > max_items:
+        raise PayloadTooLarge(f"{field}: {len(items)} items exceed the cap of {max_items} per request")
+
+
+def texts_array(texts: Sequence[Any], field: str, max_items: int, max_chars: int) -> np.ndarray:
+    """Non-blank strings of at most ``max_chars`` -> an object array of UTF-8 bytes."""
+    check_count(texts, field, max_items)
+    encoded = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInput(f"{field}[{i}]: expected a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInput(f"{field}[{i}]: must not be empty")
+        if len(text) > max_chars:
+            raise PayloadTooLarge(f"{field}[{i}]: {len(text)} characters exceed the cap of {max_chars}")
+        encoded.append(text.encode("utf-8"))
+    return np.array(encoded, dtype=object)
+
+
+def window_array(window: Sequence[Any], spec: TensorSpec, field: str = "window") -> np.ndarray:
+    """Exactly ``W`` finite numbers -> a ``[1, W]`` float32 array."""
+    width = spec.row_shape[0]
+    if not isinstance(window, list | tuple):
+        raise InvalidInput(f"{field}: expected a list of {width} numbers")
+    if len(window) != width:
+        raise InvalidInput(f"{field}: expected {width} numbers, got {len(window)}")
+    for i, value in enumerate(window):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{field}[{i}]: expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InvalidInput(f"{field}[{i}]: must be a finite number, got {value}")
+    return np.asarray([window], dtype=np.float32)
+
+
+def images_array(
+    images: Sequence[Any], spec: TensorSpec, field: str, max_items: int, max_side: int = 4096
+) -> np.ndarray:
+    """Nested arrays and/or encoded PNG/JPEG bytes -> float32 pixels in [0, 1], ``[n, H, W, C]``."""
+    check_count(images, field, max_items)
+    height, width, channels = spec.row_shape
+    pixels = np.empty((len(images), height, width, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        name = f"{field}[{i}]"
+        if isinstance(image, dict):
+            image = _b64(image, name)
+        if isinstance(image, bytes | bytearray):
+            pixels[i] = decode_image(bytes(image), (height, width, channels), name, max_side)
+        else:
+            pixels[i] = _array_image(image, (height, width, channels), name)
+    return pixels
+
+
+def _b64(value: dict, field: str) -> bytes:
+    if set(value) != {"b64"} or not isinstance(value["b64"], str):
+        raise InvalidInput(f'{field}: an object must be {{"b64": "<base64 PNG/JPEG>"}}')
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{field}.b64: not valid base64") from None
+
+
+def decode_image(data: bytes, shape: tuple[int, int, int], field: str, max_side: int = 4096) -> np.ndarray:
+    """PNG/JPEG bytes -> float32 ``[H, W, C]`` in [0, 1], converted and resized to ``shape``."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    if not data:
+        raise InvalidInput(f"{field}: empty file")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format not in IMAGE_FORMATS:
+            raise InvalidInput(f"{field}: {image.format or 'unknown'} images are not accepted (PNG or JPEG)")
+        if max(image.size) > max_side:
+            raise PayloadTooLarge(f"{field}: {image.size[0]}x{image.size[1]} pixels exceed the cap of {max_side} per side")
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidInput(f"{field}: not a decodable PNG or JPEG image") from None
+    array = array.reshape(height, width, channels)
+    return array.astype(np.float32) / np.float32(255.0)
+
+
+def _array_image(value: Any, shape: tuple[int, int, int], field: str) -> np.ndarray:
+    height, width, channels = shape
+    array = _numeric(value, field)
+    if array.ndim == 2 and channels == 1:
+        array = array[..., None]
+    if array.shape != shape:
+        accepted = f"{height}x{width}x{channels}" + (f" or {height}x{width}" if channels == 1 else "")
+        got = "x".join(map(str, array.shape)) or "a scalar"
+        raise InvalidInput(
+            f"{field}: expected {accepted} pixels, got {got} "
+            "(upload a PNG/JPEG file to have it resized)"
+        )
+    if array.dtype.kind in _INT_KINDS:
+        if array.min() < 0 or array.max() > 255:
+            raise InvalidInput(f"{field}: integer pixels must be in 0-255")
+        return array.astype(np.float32) / np.float32(255.0)
+    if array.min() < 0.0 or array.max() > 1.0:
+        raise InvalidInput(f"{field}: float pixels must be in [0, 1] (or send integers 0-255)")
+    return array.astype(np.float32)
+
+
+def _numeric(value: Any, field: str) -> np.ndarray:
+    """A nested list of numbers -> a numpy array (ints stay ints), rejecting everything else."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{field}: nested lists must be rectangular (every row the same length)") from None
+    if array.dtype.kind not in "iuf" or array.dtype == np.bool_:
+        raise InvalidInput(f"{field}: expected numbers only")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"{field}: must not contain NaN or infinity")
+    if array.size == 0:
+        raise InvalidInput(f"{field}: must not be empty")
+    return array
+
+
+def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
+    """A JSON tensor (rows first; strings as str or ``{"b64": ...}``) -> numpy, type-checked."""
+    if spec.dtype == "string":
+        if not isinstance(value, list):
+            raise InvalidInput(f"{field}: expected a list of strings")
+        rows = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                rows.append(_b64(item, f"{field}[{i}]"))
+            elif isinstance(item, str):
+                rows.append(item.encode("utf-8"))
+            else:
+                raise InvalidInput(f"{field}[{i}]: expected a string or {{\"b64\": ...}}, got {type(item).__name__}")
+        return np.array(rows, dtype=object)
+    if not isinstance(value, list):
+        raise InvalidInput(f"{field}: expected a list of rows")
+    return _numeric(value, field)
+
+
+def check_batch(
+    array: np.ndarray, spec: TensorSpec, field: str, max_rows: int, vocab_size: int | None = None
+) -> np.ndarray:
+    """Checks a batch against a signature input; returns it in the signature's dtype.
+
+    Shared by every door (TF Serving REST, gRPC): shape, dtype family, finiteness, ranges.
+
+    Raises:
+        InvalidInput: wrong shape, type or value (the message names ``field``).
+        PayloadTooLarge: more than ``max_rows`` rows.
+    """
+    expected = "[" + ", ".join("n" if d is None else str(d) for d in spec.shape) + "]"
+    if array.ndim != len(spec.shape):
+        raise InvalidInput(
+            f"{field}: expected shape {expected} ({spec.dtype}), got {list(array.shape)}"
+        )
+    rows = array.shape[0]
+    if rows == 0:
+        raise InvalidInput(f"{field}: must not be empty")
+    if rows > max_rows:
+        raise PayloadTooLarge(f"{field}: {rows} rows exceed the cap of {max_rows} per request")
+    for axis, (got, want) in enumerate(zip(array.shape[1:], spec.row_shape), start=1):
+        if want is not None and got != want:
+            raise InvalidInput(
+                f"{field}: expected shape {expected} ({spec.dtype}), got {list(array.shape)}"
+            )
+    if spec.dtype == "string":
+        if array.dtype.kind not in "OSU":
+            raise InvalidInput(f"{field}: expected strings")
+        return array.astype(object) if array.dtype.kind != "O" else array
+    kind = array.dtype.kind
+    if kind not in "iuf" or array.dtype == np.bool_:
+        raise InvalidInput(f"{field}: expected {spec.dtype} numbers")
+    if np.dtype(spec.dtype).kind in _INT_KINDS:
+        if kind == "f":
+            raise InvalidInput(f"{field}: expected integers ({spec.dtype}), got floats")
+        info = np.iinfo(spec.dtype)
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            raise InvalidInput(f"{field}: values must fit {spec.dtype} ({info.min}..{info.max})")
+        if vocab_size is not None and (low < 0 or high >= vocab_size):
+            raise InvalidInput(f"{field}: token ids must be in 0..{vocab_size - 1}")
+    elif not np.isfinite(array).all():
+        raise InvalidInput(f"{field}: must not contain NaN or infinity")
+    return array.astype(spec.dtype, copy=False)

@@ -1,0 +1,199 @@
+"""Request and response bodies of the friendly JSON endpoints (shown with examples on /docs).
+
+Requests are strict: unknown fields, wrong JSON types, NaN/infinity are rejected with a 400
+whose ``error`` names the field (``texts[1]: Input should be a valid string``). Semantic
+checks (empty strings, shapes, caps) happen in :mod:`service.inputs`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bentoml import IODescriptor
+from service.errors import InvalidInput, UnsupportedMediaType
+
+
+def describe_validation_error(exc: ValidationError, fields: list[str] | None = None) -> str:
+    """The first pydantic error as ``<field path>: <message>``."""
+    error = exc.errors(include_url=False)[0]
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    if error["type"] == "extra_forbidden":
+        accepted = f" (accepted: {', '.join(fields)})" if fields else ""
+        return f"{path}: unknown field{accepted}"
+    if error["type"] == "json_invalid":
+        return f"request body: {error['msg']}"
+    if error["type"] == "missing":
+        return f"{path}: required field is missing"
+    return f"{path or 'request body'}: {error['msg']}"
+
+
+class RequestModel(IODescriptor):
+    """A strict JSON request; also accepts multipart forms where ``file_fields`` says so."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    # Fields that may arrive as uploaded files in a multipart/form-data request.
+    file_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    async def from_http_request(cls, request: Any, serde: Any) -> "RequestModel":
+        media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        try:
+            if media_type == "multipart/form-data":
+                if not cls.file_fields:
+                    raise UnsupportedMediaType("this endpoint takes a JSON body (application/json)")
+                return cls.model_validate(await cls._form_data(request), strict=False)
+            body = await request.body()
+            return cls.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise InvalidInput(describe_validation_error(exc, list(cls.model_fields))) from None
+
+    @classmethod
+    async def _form_data(cls, request: Any) -> dict[str, Any]:
+        form = await request.form()
+        data: dict[str, Any] = {}
+        for key in form:
+            values = form.getlist(key)
+            if key in cls.file_fields:
+                data[key] = [await v.read() if hasattr(v, "read") else v for v in values]
+                continue
+            value = values[0]
+            try:
+                data[key] = json.loads(value) if isinstance(value, str) else value
+            except json.JSONDecodeError:
+                data[key] = value
+        return data
+
+
+class ModelDescription(BaseModel):
+    name: str = Field(examples=["imdb"])
+    version: int = Field(examples=[1])
+    variant: str = Field(examples=["lstm"])
+
+
+# ---- reuters
+
+
+class TopicsRequest(RequestModel):
+    """Newswire texts to classify into Reuters topics."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"texts": ["oil prices rose as opec cut output"], "top_k": 3}]}
+    )
+    texts: list[str] = Field(description="One or more non-empty texts (at most 64).")
+    top_k: int = Field(3, description="How many topics per text (1 to the number of topics).")
+
+
+class Topic(BaseModel):
+    topic: str
+    index: int
+    probability: float
+
+
+class TopicsResult(BaseModel):
+    topics: list[Topic]
+
+
+class TopicsResponse(BaseModel):
+    results: list[TopicsResult]
+    model: ModelDescription
+
+
+# ---- imdb
+
+
+class SentimentRequest(RequestModel):
+    """Movie reviews to classify as positive or negative."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"texts": ["a wonderful film, the actors were brilliant"]}]}
+    )
+    texts: list[str] = Field(description="One or more non-empty reviews (at most 64).")
+
+
+class Sentiment(BaseModel):
+    label: str = Field(description='"positive" or "negative"')
+    probability: float = Field(description="Probability of that label.")
+    positive_probability: float
+
+
+class SentimentResponse(BaseModel):
+    results: list[Sentiment]
+    model: ModelDescription
+
+
+# ---- cifar, mnist
+
+
+class ImagesRequest(RequestModel):
+    """Images as nested arrays, base64 PNG/JPEG objects, or uploaded files.
+
+    Nested arrays: ``HxWxC`` at the model's size (mnist 28x28 or 28x28x1, cifar 32x32x3),
+    integers 0-255 or floats 0-1. ``{"b64": "..."}`` items and multipart/form-data uploads
+    (field ``images``, repeatable; optional field ``top_k``) are PNG/JPEG files of any size,
+    converted to the model's channels and resized (bilinear) to its size.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"images": [[[0, 255], [255, 0]]], "top_k": 1}]}
+    )
+    file_fields: ClassVar[tuple[str, ...]] = ("images",)
+    images: list[Any] = Field(description="One or more images (at most 64).")
+    top_k: int = Field(1, description="How many classes to list in `top` (1 to the number of classes).")
+
+
+class ImageClass(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class ImageResult(BaseModel):
+    label: str
+    index: int
+    probability: float
+    top: list[ImageClass]
+
+
+class ImagesResponse(BaseModel):
+    results: list[ImageResult]
+    model: ModelDescription
+
+
+# ---- cosine
+
+
+class ForecastRequest(RequestModel):
+    """The last values of the series; the next ``horizon`` values are forecast recursively."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"window": [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2], "horizon": 3}]
+        }
+    )
+    window: list[float] = Field(description="Exactly as many finite numbers as the model's window (10).")
+    horizon: int = Field(1, description="How many future values (1 to 100).")
+
+
+class ForecastResponse(BaseModel):
+    forecast: list[float]
+    model: ModelDescription
+
+
+# ---- translator
+
+
+class TranslateRequest(RequestModel):
+    """English sentences to translate into German."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"sentences": ["i like green apples ."]}]})
+    sentences: list[str] = Field(description="One or more non-empty sentences (at most 64).")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[str]
+    model: ModelDescription

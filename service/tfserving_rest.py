@@ -1,0 +1,235 @@
+"""TensorFlow Serving's REST API (``/v1/models/...``), so stock TF Serving clients work.
+
+Implements, with TF Serving's JSON shapes and its ``{"error": "..."}`` error body:
+
+* ``GET  /v1/models/{name}[/versions/{n}]``: model status;
+* ``GET  /v1/models/{name}[/versions/{n}]/metadata``: signature defs;
+* ``POST /v1/models/{name}[/versions/{n}]:predict``: row (``instances``) or columnar
+  (``inputs``) requests, optional ``signature_name``; strings as JSON strings or
+  ``{"b64": "..."}``.
+
+The codec functions are pure (JSON <-> numpy); the Starlette routes at the bottom reach the
+gateway through ``bentoml.get_current_service()`` and the same :class:`ModelClient` (and so
+the same batch queues) as every other door.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import typing as t
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
+from service.errors import InvalidInput, ModelNotFound, ServingError
+from service.inputs import check_batch, tensor_from_json
+
+logger = logging.getLogger("bentoml.keras_serving.tfserving")
+
+PREDICT_FIELDS = ("signature_name", "instances", "inputs")
+_DT = {
+    "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "uint8": "DT_UINT8",
+    "string": "DT_STRING",
+    "bool": "DT_BOOL",
+}
+
+
+# ---------------------------------------------------------------- codec
+
+
+def parse_predict_request(
+    body: bytes, info: ModelInfo, max_rows: int
+) -> tuple[SignatureSpec, np.ndarray, str]:
+    """A ``:predict`` body -> (signature, validated batch, ``"row"`` or ``"columnar"``).
+
+    Raises:
+        InvalidInput: malformed JSON, fields, types, shapes or values.
+        PayloadTooLarge: more rows than ``max_rows``.
+        ModelNotFound: unknown ``signature_name``.
+    """
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("request body: expected a JSON object with 'instances' or 'inputs'")
+    for key in payload:
+        if key not in PREDICT_FIELDS:
+            raise InvalidInput(f"{key}: unknown field (accepted: {', '.join(PREDICT_FIELDS)})")
+    name = payload.get("signature_name", TENSOR_SIGNATURE)
+    if not isinstance(name, str):
+        raise InvalidInput("signature_name: expected a string")
+    signature = info.signature(name)
+    tensor = signature.input
+    if ("instances" in payload) == ("inputs" in payload):
+        raise InvalidInput("request body: exactly one of 'instances' (row format) or 'inputs' (columnar format) is required")
+    vocab = info.vocab_size if name == TENSOR_SIGNATURE and tensor.dtype.startswith("int") else None
+    if "instances" in payload:
+        rows = payload["instances"]
+        if not isinstance(rows, list):
+            raise InvalidInput("instances: expected a list of rows")
+        values = [_row_value(row, tensor, f"instances[{i}]") for i, row in enumerate(rows)]
+        array = tensor_from_json(values, tensor, "instances")
+        return signature, check_batch(array, tensor, "instances", max_rows, vocab), "row"
+    value = _named_value(payload["inputs"], tensor, "inputs")
+    array = tensor_from_json(value, tensor, "inputs")
+    return signature, check_batch(array, tensor, "inputs", max_rows, vocab), "columnar"
+
+
+def _row_value(row: t.Any, tensor: TensorSpec, field: str) -> t.Any:
+    if isinstance(row, dict) and not (tensor.dtype == "string" and set(row) == {"b64"}):
+        return _named_value(row, tensor, field)
+    return row
+
+
+def _named_value(value: t.Any, tensor: TensorSpec, field: str) -> t.Any:
+    """``{"token_ids": x}`` -> ``x``; a bare value is the only input's value."""
+    if not isinstance(value, dict) or (tensor.dtype == "string" and set(value) == {"b64"}):
+        return value
+    unknown = [k for k in value if k != tensor.name]
+    if unknown:
+        raise InvalidInput(f"{field}.{unknown[0]}: unknown input (the signature takes '{tensor.name}')")
+    if tensor.name not in value:
+        raise InvalidInput(f"{field}.{tensor.name}: required input is missing")
+    return value[tensor.name]
+
+
+def format_predict_response(
+    rows: list[dict[str, t.Any]], signature: SignatureSpec, fmt: str
+) -> dict[str, t.Any]:
+    """Runner rows -> ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar),
+    collapsing to bare values when the signature has a single output, as TF Serving does."""
+    keys = [k for k in signature.outputs if k in rows[0]] if rows else list(signature.outputs)
+    if fmt == "row":
+        if len(keys) == 1:
+            return {"predictions": [row[keys[0]] for row in rows]}
+        return {"predictions": [{k: row[k] for k in keys} for row in rows]}
+    if len(keys) == 1:
+        return {"outputs": [row[keys[0]] for row in rows]}
+    return {"outputs": {k: [row[k] for row in rows] for k in keys}}
+
+
+def model_status(info: ModelInfo, ready: bool) -> dict[str, t.Any]:
+    """``GET /v1/models/{name}``: one version, AVAILABLE once its runner is warm."""
+    return {
+        "model_version_status": [
+            {
+                "version": str(info.version),
+                "state": "AVAILABLE" if ready else "LOADING",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+
+
+def _tensor_info(spec: TensorSpec, signature: str) -> dict[str, t.Any]:
+    return {
+        "dtype": _DT.get(spec.dtype, "DT_INVALID"),
+        "tensor_shape": {
+            "dim": [{"size": str(-1 if d is None else d), "name": ""} for d in spec.shape],
+            "unknown_rank": False,
+        },
+        "name": f"{signature}_{spec.name}:0",
+    }
+
+
+def model_metadata(info: ModelInfo) -> dict[str, t.Any]:
+    """``GET /v1/models/{name}/metadata``: TF Serving's GetModelMetadata as JSON."""
+    signature_def = {
+        name: {
+            "inputs": {k: _tensor_info(v, name) for k, v in spec.inputs.items()},
+            "outputs": {k: _tensor_info(v, name) for k, v in spec.outputs.items()},
+            "method_name": "tensorflow/serving/predict",
+            "defaults": {},
+        }
+        for name, spec in info.signatures.items()
+    }
+    return {
+        "model_spec": {"name": info.name, "signature_name": "", "version": str(info.version)},
+        "metadata": {"signature_def": {"signature_def": signature_def}},
+    }
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> JSONResponse:
+        try:
+            return await handler(request)
+        except ServingError as exc:
+            return JSONResponse(exc.to_json(), status_code=int(exc.error_code))
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.url.path)
+            return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
+
+    return wrapper
+
+
+def _gateway() -> t.Any:
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
+def _version(request: Request) -> str | None:
+    return request.path_params.get("version")
+
+
+@_json_errors
+async def status_view(request: Request) -> JSONResponse:
+    client = _gateway().model(request.path_params["name"], _version(request))
+    return JSONResponse(model_status(client.info, await client.is_ready()))
+
+
+@_json_errors
+async def metadata_view(request: Request) -> JSONResponse:
+    client = _gateway().model(request.path_params["name"], _version(request))
+    return JSONResponse(model_metadata(client.info))
+
+
+@_json_errors
+async def predict_view(request: Request) -> JSONResponse:
+    from service.dispatch import track
+
+    gateway = _gateway()
+    name = request.path_params["name"]
+    with track(name if name in gateway.models else "unknown", "tfserving"):
+        client = gateway.model(name, _version(request))
+        signature, batch, fmt = parse_predict_request(
+            await request.body(), client.info, gateway.settings.max_items
+        )
+        rows = await client.run(signature.name, batch)
+    return JSONResponse(format_predict_response(rows, signature, fmt))
+
+
+@_json_errors
+async def not_found_view(request: Request) -> JSONResponse:
+    raise ModelNotFound(
+        f"{request.method} {request.url.path}: no such TF Serving endpoint "
+        "(GET /v1/models/{name}[/versions/{n}][/metadata], POST /v1/models/{name}[/versions/{n}]:predict)"
+    )
+
+
+app = Starlette(
+    routes=[
+        Route("/models/{name}:predict", predict_view, methods=["POST"]),
+        Route("/models/{name}/versions/{version}:predict", predict_view, methods=["POST"]),
+        Route("/models/{name}/metadata", metadata_view, methods=["GET"]),
+        Route("/models/{name}/versions/{version}/metadata", metadata_view, methods=["GET"]),
+        Route("/models/{name}/versions/{version}", status_view, methods=["GET"]),
+        Route("/models/{name}", status_view, methods=["GET"]),
+        Route("/{path:path}", not_found_view, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]
+)
