@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m clients",
-        description="Query the model service.",
+        description="Query the model service over HTTP or gRPC.",
+        epilog="examples:\n" + __doc__.split("Typical usage::\n\n")[1].split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

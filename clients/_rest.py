@@ -57,6 +57,8 @@ def _post(path: str, body: Any) -> HttpRequest:
         content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
     except ValueError:
         raise InvalidInput("inputs contain NaN or infinity, which JSON cannot carry") from None
+    except TypeError as e:  # complex numbers, arbitrary objects
+        raise InvalidInput(f"inputs cannot be sent as JSON: {e}") from None
     return HttpRequest("POST", path, content)
 
 

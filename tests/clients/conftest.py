@@ -104,7 +104,10 @@ class FakeTFServing(
         if name in ("reuters", "imdb") and signature == "predict_text":
             texts = [t.decode() for t in inputs["text"]]
             probabilities = toy_text_probabilities(texts, 4 if name == "reuters" else 2)
-            outputs = {"probabilities": probabilities, "label": probabilities.argmax(1).astype(np.int64)}
+            outputs = {
+                "probabilities": probabilities,
+                "label": probabilities.argmax(1).astype(np.int64),
+            }
         elif name in ("cifar", "mnist") and signature == "predict_images" and "images" in inputs:
             if inputs["images"].dtype != np.uint8:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "images must be uint8")
@@ -120,7 +123,9 @@ class FakeTFServing(
             sentences = [toy_translate(s.decode()) for s in inputs["sentences"]]
             outputs = {"translation": np.array(sentences, dtype=object)}
         else:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} signature {signature!r} not found")
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"model {name!r} signature {signature!r} not found"
+            )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = name
         response.model_spec.version.value = spec.version.value if spec.HasField("version") else 1
@@ -157,7 +162,11 @@ class FakeTFServing(
         self._enter("Check", request, context)
         if request.service not in ("", "tensorflow.serving.PredictionService"):
             context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        status = health_pb2.HealthCheckResponse.SERVING if self.serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         return health_pb2.HealthCheckResponse(status=status)
 
 
@@ -206,13 +215,16 @@ def fake_tfs(grpc_server) -> Iterator[tuple[FakeTFServing, str]]:
 
 # ---- HTTP -----------------------------------------------------------------------------
 
+
 def _model(name: str) -> dict:
     return {"name": name, "version": 1}
 
 
 def _scores(probabilities: np.ndarray, labels: list[str], k: int, key: str) -> list[dict]:
     order = np.argsort(-probabilities.astype(np.float64), kind="stable")[:k]
-    return [{key: labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order]
+    return [
+        {key: labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order
+    ]
 
 
 def fake_http_handler(request: httpx.Request) -> httpx.Response:
@@ -228,11 +240,13 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
         results = []
         for p in toy_text_probabilities(body["texts"], 2):
             index = int(p.argmax())
-            results.append({
-                "label": ["negative", "positive"][index],
-                "probability": float(p[index]),
-                "positive_probability": float(p[1]),
-            })
+            results.append(
+                {
+                    "label": ["negative", "positive"][index],
+                    "probability": float(p[index]),
+                    "positive_probability": float(p[1]),
+                }
+            )
         return httpx.Response(200, json={"results": results, "model": _model("imdb")})
     if path in ("/cifar/classify", "/mnist/classify"):
         model = path.split("/")[1]
@@ -251,10 +265,13 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
             window = np.append(window[1:], np.float32(values[-1]))
         return httpx.Response(200, json={"forecast": values, "model": _model("cosine")})
     if path == "/translate":
-        return httpx.Response(200, json={
-            "translations": [toy_translate(s) for s in body["sentences"]],
-            "model": _model("translator"),
-        })
+        return httpx.Response(
+            200,
+            json={
+                "translations": [toy_translate(s) for s in body["sentences"]],
+                "model": _model("translator"),
+            },
+        )
     if path == "/v1/models/cosine/metadata":
         defs = {
             name: {
@@ -264,18 +281,30 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
             }
             for name, (inputs, outputs) in SIGNATURES["cosine"].items()
         }
-        return httpx.Response(200, json={
-            "model_spec": {"name": "cosine", "signature_name": "", "version": "1"},
-            "metadata": {"signature_def": {"signature_def": defs}},
-        })
+        return httpx.Response(
+            200,
+            json={
+                "model_spec": {"name": "cosine", "signature_name": "", "version": "1"},
+                "metadata": {"signature_def": {"signature_def": defs}},
+            },
+        )
     if path == "/v1/models/cosine:predict":
         window = np.array(body["inputs"]["window"], np.float32)
         # A single output: TF Serving drops its name.
         return httpx.Response(200, json={"outputs": toy_forecast(window).tolist()})
     if path == "/v1/models/cosine":
-        return httpx.Response(200, json={"model_version_status": [
-            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        ]})
+        return httpx.Response(
+            200,
+            json={
+                "model_version_status": [
+                    {
+                        "version": "1",
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                ]
+            },
+        )
     if path in ("/livez", "/readyz"):
         return httpx.Response(200, text="\n")
     return httpx.Response(404, json={"error": f"no route {path}"})
@@ -284,7 +313,10 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
 def _rest_info(dtype: str, shape: list[int]) -> dict:
     return {
         "dtype": dtype,
-        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape], "unknown_rank": False},
+        "tensor_shape": {
+            "dim": [{"size": str(d), "name": ""} for d in shape],
+            "unknown_rank": False,
+        },
         "name": "x:0",
     }
 

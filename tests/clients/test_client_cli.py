@@ -22,12 +22,24 @@ REPO = Path(__file__).resolve().parents[2]
     [
         (["sentiment", "a", "b"], {"command": "sentiment", "texts": ["a", "b"], "grpc": False}),
         (["sentiment", "--grpc", "a"], {"texts": ["a"], "grpc": True}),
-        (["sentiment", "a", "--grpc", "--url", "h:1"], {"texts": ["a"], "grpc": True, "url": "h:1"}),
+        (
+            ["sentiment", "a", "--grpc", "--url", "h:1"],
+            {"texts": ["a"], "grpc": True, "url": "h:1"},
+        ),
         (["topic", "oil", "--top-k", "5"], {"texts": ["oil"], "top_k": 5}),
         (["translate", "the cat"], {"sentences": ["the cat"]}),
-        (["forecast", "0.5", "-1", "2e-3", "--horizon", "4"], {"window": [0.5, -1.0, 0.002], "horizon": 4}),
-        (["classify", "a.png", "b.npy", "--model", "mnist"], {"files": [Path("a.png"), Path("b.npy")], "model": "mnist", "top_k": 1}),
-        (["sentiment", "x", "--timeout", "2.5", "--retries", "1", "--json"], {"timeout": 2.5, "retries": 1, "json": True}),
+        (
+            ["forecast", "0.5", "-1", "2e-3", "--horizon", "4"],
+            {"window": [0.5, -1.0, 0.002], "horizon": 4},
+        ),
+        (
+            ["classify", "a.png", "b.npy", "--model", "mnist"],
+            {"files": [Path("a.png"), Path("b.npy")], "model": "mnist", "top_k": 1},
+        ),
+        (
+            ["sentiment", "x", "--timeout", "2.5", "--retries", "1", "--json"],
+            {"timeout": 2.5, "retries": 1, "json": True},
+        ),
     ],
 )
 def test_parse(argv: list[str], expected: dict) -> None:
@@ -37,7 +49,13 @@ def test_parse(argv: list[str], expected: dict) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["sentiment"], ["forecast", "a"], ["classify", "x.png", "--model", "imagenet"], ["nope", "x"]],
+    [
+        [],
+        ["sentiment"],
+        ["forecast", "a"],
+        ["classify", "x.png", "--model", "imagenet"],
+        ["nope", "x"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -74,7 +92,15 @@ def test_classify_npy_and_png(fake_service, tmp_path, capsys) -> None:
     Image = pytest.importorskip("PIL.Image")
     np.save(tmp_path / "batch.npy", np.zeros((2, 28, 28, 1), np.uint8))
     Image.fromarray(np.full((40, 30, 3), 255, np.uint8)).save(tmp_path / "digit.png")
-    argv = ["classify", str(tmp_path / "batch.npy"), str(tmp_path / "digit.png"), "--model", "mnist", "--top-k", "2"]
+    argv = [
+        "classify",
+        str(tmp_path / "batch.npy"),
+        str(tmp_path / "digit.png"),
+        "--model",
+        "mnist",
+        "--top-k",
+        "2",
+    ]
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["batch.npy[0]", "batch.npy[1]", "digit.png"]
@@ -111,10 +137,14 @@ def test_missing_file_exits_1(fake_service, tmp_path, capsys) -> None:
 @pytest.mark.parametrize("transport", [[], ["--grpc"]], ids=["http", "grpc"])
 def test_unreachable_server_end_to_end(transport: list[str]) -> None:
     url = "127.0.0.1:1" if transport else "http://127.0.0.1:1"
+    argv = ["sentiment", "x", "--url", url, "--retries", "1", *transport]
     result = subprocess.run(
-        [sys.executable, "-m", "clients", "sentiment", "x", "--url", url, "--retries", "1", *transport],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
-    )  # fmt: skip
+        [sys.executable, "-m", "clients", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: Unavailable: cannot reach the server")
     assert len(result.stderr.strip().splitlines()) == 1

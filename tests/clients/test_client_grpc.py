@@ -11,12 +11,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import FakeTFServing
 
-from clients._proto.tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+from clients._proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    prediction_service_pb2_grpc,
+)
 from clients.errors import DeadlineExceeded, Unavailable
 from clients.grpc import Client, parse_target
 from clients.tensors import to_ndarray
-from conftest import FakeTFServing
 
 
 def _calls(servicer, method: str) -> list:
@@ -54,7 +57,10 @@ def test_predict_sends_version_and_signature(fake_tfs) -> None:
         client.predict("cosine", {"window": np.zeros((1, 10), np.float32)}, "forecast", version=7)
         client.predict("cosine", {"window": np.zeros((1, 10), np.float32)})
     versioned, latest = _calls(servicer, "Predict")
-    assert versioned.model_spec.version.value == 7 and versioned.model_spec.signature_name == "forecast"
+    assert (
+        versioned.model_spec.version.value == 7
+        and versioned.model_spec.signature_name == "forecast"
+    )
     assert not latest.model_spec.HasField("version") and latest.model_spec.signature_name == ""
 
 
@@ -163,7 +169,9 @@ def test_tls_with_root_certificates(tls_target) -> None:
     target, cert = tls_target
     with Client(target, root_certificates=cert, retry=1) as client:
         assert len(client.forecast([0.0] * 10).values) == 1
-    with Client(f"grpcs://{target}", root_certificates=cert.read_bytes(), tls_server_name="localhost") as client:
+    with Client(
+        f"grpcs://{target}", root_certificates=cert.read_bytes(), tls_server_name="localhost"
+    ) as client:
         assert len(client.forecast([0.0] * 10).values) == 1
 
 

@@ -23,7 +23,9 @@ class Recorder:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        answer = self.answers.get(request.url.path, (404, {"error": f"no route {request.url.path}"}))
+        answer = self.answers.get(
+            request.url.path, (404, {"error": f"no route {request.url.path}"})
+        )
         status, body = answer
         if isinstance(body, str):
             return httpx.Response(status, text=body)
@@ -71,17 +73,18 @@ def test_predict_uses_tf_serving_rest_with_b64_bytes_and_version() -> None:
 
 
 def test_predict_casts_outputs_to_signature_dtypes_via_metadata() -> None:
+    strings = {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}
+    signature = {"inputs": {"sentences": strings}, "outputs": {"translation": strings}}
     metadata = {
         "model_spec": {"name": "translator", "version": "3"},
-        "metadata": {"signature_def": {"signature_def": {"translate": {
-            "inputs": {"sentences": {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}},
-            "outputs": {"translation": {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}},
-        }}}},
-    }  # fmt: skip
-    client, recorder = client_for({
-        "/v1/models/translator:predict": (200, {"outputs": ["le chat"]}),
-        "/v1/models/translator/metadata": (200, metadata),
-    })
+        "metadata": {"signature_def": {"signature_def": {"translate": signature}}},
+    }
+    client, recorder = client_for(
+        {
+            "/v1/models/translator:predict": (200, {"outputs": ["le chat"]}),
+            "/v1/models/translator/metadata": (200, metadata),
+        }
+    )
     for _ in range(2):
         result = client.predict("translator", {"sentences": ["the cat"]}, signature="translate")
         assert result["translation"].tolist() == [b"le chat"]  # bytes, as over gRPC
@@ -96,8 +99,17 @@ def test_nan_is_rejected_before_sending() -> None:
     assert recorder.requests == []
 
 
+def test_values_json_cannot_carry_are_invalid_input() -> None:
+    client, recorder = client_for({})
+    with pytest.raises(InvalidInput, match="cannot be sent as JSON"):
+        client.predict("m", {"x": np.array([1 + 2j], np.complex64)})
+    assert recorder.requests == []
+
+
 def test_server_message_is_carried() -> None:
-    client, _ = client_for({"/v1/models/x/metadata": (404, {"error": "Servable not found for request: Latest(x)"})})
+    client, _ = client_for(
+        {"/v1/models/x/metadata": (404, {"error": "Servable not found for request: Latest(x)"})}
+    )
     with pytest.raises(ModelNotFound, match=r"Servable not found for request: Latest\(x\)"):
         client.metadata("x")
 
@@ -119,7 +131,11 @@ def test_timeouts_default_and_per_call() -> None:
 def test_headers_and_base_url() -> None:
     recorder = Recorder({"/api/livez": (200, "")})
     transport = httpx.MockTransport(recorder)
-    with Client("https://models.example.com/api/", headers={"Authorization": "Bearer t"}, transport=transport) as client:
+    with Client(
+        "https://models.example.com/api/",
+        headers={"Authorization": "Bearer t"},
+        transport=transport,
+    ) as client:
         assert client.health()
     assert str(recorder.requests[0].url) == "https://models.example.com/api/livez"
     assert recorder.requests[0].headers["authorization"] == "Bearer t"

@@ -36,7 +36,8 @@ WITHOUT_TENSORFLOW = textwrap.dedent(
     with clients.HttpClient("http://127.0.0.1:1", retry=1, timeout=2) as client:
         assert client.ready() is False
     clients.__main__.build_parser().parse_args(["sentiment", "x", "--grpc"])
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving", "keras") and sys.modules[m] is not None)
+    blocked = ("tensorflow", "tensorflow_serving", "keras")
+    leaked = [m for m, mod in sys.modules.items() if m.split(".")[0] in blocked and mod is not None]
     assert not leaked, leaked
     print("ok")
     """

@@ -70,7 +70,9 @@ def test_coerce() -> None:
 # ---- HTTP ----------------------------------------------------------------------------
 
 
-def _http_client(responses: list[object], retry: RetryPolicy = FAST) -> tuple[http_client.Client, list]:
+def _http_client(
+    responses: list[object], retry: RetryPolicy = FAST
+) -> tuple[http_client.Client, list]:
     """A client whose successive requests get `responses` (the last one repeats)."""
     seen: list[httpx.Request] = []
 

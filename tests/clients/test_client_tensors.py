@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clients._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 from clients.errors import InvalidInput
 from clients.tensors import DTYPES, dtype_for, to_ndarray, to_tensor_proto
-from clients._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 
 SAMPLES = {
     "float32": np.array([[0.5, -1.25, 3.0], [np.inf, -0.0, 1e-30]], np.float32),
@@ -53,7 +53,10 @@ def test_scalar_and_empty() -> None:
 
 def test_python_strings_become_utf8_bytes() -> None:
     proto = to_tensor_proto(["café", "a film"])
-    assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == [b"caf\xc3\xa9", b"a film"]
+    assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == [
+        b"caf\xc3\xa9",
+        b"a film",
+    ]
     assert to_ndarray(proto).tolist() == [b"caf\xc3\xa9", b"a film"]
 
 
@@ -92,11 +95,17 @@ def test_packed_string_tensor_content() -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: to_tensor_proto(np.array(["2020-01-01"], dtype="datetime64[D]")), "unsupported dtype"),
+        (
+            lambda: to_tensor_proto(np.array(["2020-01-01"], dtype="datetime64[D]")),
+            "unsupported dtype",
+        ),
         (lambda: to_tensor_proto([object()]), "str or bytes"),
         (lambda: to_tensor_proto(["x"], dtype="float32"), "cannot convert"),
         (lambda: to_ndarray(tensor_pb2.TensorProto(dtype=types_pb2.DT_BFLOAT16)), "DT_BFLOAT16"),
-        (lambda: to_ndarray(_float_tensor(content=b"\x00" * 5, size=2)), "tensor_content has 5 bytes"),
+        (
+            lambda: to_ndarray(_float_tensor(content=b"\x00" * 5, size=2)),
+            "tensor_content has 5 bytes",
+        ),
         (lambda: to_ndarray(_float_tensor(size=-1)), "fully defined shape"),
     ],
 )
@@ -113,7 +122,14 @@ def _float_tensor(size: int, content: bytes = b"") -> tensor_pb2.TensorProto:
 
 @pytest.mark.parametrize(
     ("value", "name"),
-    [("DT_FLOAT", "float32"), ("string", "string"), (np.int64, "int64"), ("<U3", "string"), ("half", "float16"), ("bfloat16", None)],
+    [
+        ("DT_FLOAT", "float32"),
+        ("string", "string"),
+        (np.int64, "int64"),
+        ("<U3", "string"),
+        ("half", "float16"),
+        ("bfloat16", None),
+    ],
 )
 def test_dtype_lookup(value, name) -> None:
     if name is None:

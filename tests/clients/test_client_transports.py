@@ -10,6 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import (
+    LABELS,
+    toy_forecast,
+    toy_image_probabilities,
+    toy_text_probabilities,
+    toy_translate,
+)
 
 from clients import grpc as grpc_client
 from clients import http as http_client
@@ -27,13 +34,6 @@ from clients.types import (
     TopicPrediction,
     Translation,
     VersionStatus,
-)
-from conftest import (
-    LABELS,
-    toy_forecast,
-    toy_image_probabilities,
-    toy_text_probabilities,
-    toy_translate,
 )
 
 TRANSPORTS = ["http", "http-async", "grpc", "grpc-async"]
@@ -128,7 +128,11 @@ def test_classify_image(call, model: str, images: Any) -> None:
     expected = []
     for p in toy_image_probabilities(scaled):
         top = _scores(p, LABELS[model], 2)
-        expected.append(ImageClassification(top[0].label, top[0].index, top[0].probability, top, ModelRef(model, 1)))
+        expected.append(
+            ImageClassification(
+                top[0].label, top[0].index, top[0].probability, top, ModelRef(model, 1)
+            )
+        )
     assert call("classify_image", images, model=model, top_k=2) == expected
 
 
@@ -138,7 +142,9 @@ def test_forecast_is_recursive(call) -> None:
     for _ in range(3):
         values.append(float(toy_forecast(history[None])[0]))
         history = np.append(history[1:], np.float32(values[-1]))
-    assert call("forecast", window.tolist(), horizon=3) == Forecast(tuple(values), ModelRef("cosine", 1))
+    assert call("forecast", window.tolist(), horizon=3) == Forecast(
+        tuple(values), ModelRef("cosine", 1)
+    )
 
 
 def test_translate(call) -> None:
@@ -163,7 +169,8 @@ def test_metadata(call) -> None:
         name="cosine",
         version=1,
         signatures={
-            name: SignatureInfo(name, spec_in, spec_out, method) for name in ("serving_default", "forecast")
+            name: SignatureInfo(name, spec_in, spec_out, method)
+            for name in ("serving_default", "forecast")
         },
         labels=None,
     )
