@@ -35,7 +35,7 @@ DEFAULT_SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
     "cifar": {"full": (10, 64), "quick": (3, 64)},
     "cosine": {"full": (60, 16), "quick": (30, 16)},
     "mnist": {"full": (5, 128), "quick": (3, 64)},
-    "translator": {"full": (30, 64), "quick": (30, 64)},
+    "translator": {"full": (30, 64), "quick": (8, 64)},
 }
 
 LOSSES = {
@@ -279,7 +279,14 @@ def _train_translator(module, variant, options, epochs, batch_size):
         options,
     )
     model = module.build_model(variant, config, dataset)
-    fit = module.fit(model, dataset, epochs=epochs, batch_size=batch_size, seed=options.seed)
+    fit = module.fit(
+        model,
+        dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=options.seed,
+        verbose=2 if options.quick else "auto",
+    )
     metrics = {k: float(v) for k, v in module.evaluate(model, dataset).items()}
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     export_module = module.make_export_module(model, dataset)
