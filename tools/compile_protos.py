@@ -204,14 +204,17 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
         for msg in fd.message_type:
             _prune_message(msg, known)
         for service in fd.service:
-            methods = [m for m in service.method if m.input_type in known and m.output_type in known]
+            methods = [
+                m for m in service.method if m.input_type in known and m.output_type in known
+            ]
             del service.method[:]
             service.method.extend(methods)
         # Keep only imports that still define something we reference (or are public).
         referenced = _referenced_types(fd)
         public = {fd.dependency[i] for i in fd.public_dependency}
         deps = [
-            d for d in fd.dependency
+            d
+            for d in fd.dependency
             if d in public or (d in files and _exported_types(files, d) & referenced)
         ]
         missing = [d for d in deps if d not in files]
@@ -295,8 +298,12 @@ def generate(out: Path) -> None:
 
 def same_tree(a: Path, b: Path) -> bool:
     """Whether two generated trees hold the same files with the same content."""
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files_a = {
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    files_b = {
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
 
 
