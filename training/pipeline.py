@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # (epochs, batch size) for a full run and for the quick profile, per model.
 DEFAULT_SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
-    "reuters": {"full": (10, 64), "quick": (4, 64)},
+    "reuters": {"full": (10, 64), "quick": (6, 64)},
     "imdb": {"full": (5, 128), "quick": (3, 64)},
     "cifar": {"full": (10, 64), "quick": (3, 64)},
     "cosine": {"full": (60, 16), "quick": (30, 16)},
@@ -231,6 +231,8 @@ def _train_keras(module, variant, options, epochs, batch_size):
         lambda synthetic: data_lib.load_dataset(module.NAME, synthetic=synthetic, **load_kwargs),
         options,
     )
+    for warning in dataset.extra.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
     x_train = _to_model_inputs(module, dataset.x_train)
     x_test = _to_model_inputs(module, dataset.x_test)
     loss, metric_names = LOSSES[module.TASK]
