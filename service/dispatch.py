@@ -8,13 +8,14 @@ and runner failures into :mod:`service.errors`, and records the queue-wait metri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import typing as t
 from collections.abc import Iterator
 
-import httpx
+import aiohttp
 import numpy as np
 from bentoml.exceptions import BentoMLException
 
@@ -23,6 +24,8 @@ from service.errors import ModelFailure, ModelNotFound, NotReady, ServingError
 from service.metrics import ERRORS, QUEUE_WAIT, REQUESTS
 
 logger = logging.getLogger("bentoml.keras_serving.gateway")
+
+CONNECTION_ATTEMPTS = 3
 
 
 class ModelClient:
@@ -62,9 +65,6 @@ class ModelClient:
                 raise NotReady(f"model '{self.info.name}' is busy or not ready, retry later") from None
             logger.error("%s/%s: runner answered %s: %s", self.info.name, signature, status, exc)
             raise ModelFailure(f"model '{self.info.name}' failed to answer") from None
-        except (httpx.TransportError, OSError) as exc:
-            logger.warning("%s: runner unreachable: %s", self.info.name, exc)
-            raise NotReady(f"model '{self.info.name}' is not reachable yet, retry later") from None
         if len(rows) != len(inputs):
             raise ModelFailure(f"model '{self.info.name}' returned {len(rows)} rows for {len(inputs)}")
         for row in rows:
@@ -78,18 +78,31 @@ class ModelClient:
 
     async def _call(self, method: str, inputs: np.ndarray) -> list[dict[str, t.Any]]:
         client = getattr(self._runner, "to_async", None)
-        if client is not None:  # a RemoteProxy: HTTP (pickle) to the runner's batch queue
-            return await getattr(client, method)(inputs)
-        import anyio.to_thread  # development mode: the runner lives in this process
+        if client is None:  # bentoml serve --development: the runner lives in this process
+            import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(getattr(self._runner, method), inputs)
+            return await anyio.to_thread.run_sync(getattr(self._runner, method), inputs)
+        # A RemoteProxy: HTTP (pickle) to the runner's batch queue. BentoML 1.4.38's client
+        # closes its aiohttp session every 100 requests even with requests in flight, and
+        # reuses keep-alive connections the server may have closed (bentoml/BentoML#5540,
+        # #5698): such connection-level failures are retried (predictions are idempotent).
+        for attempt in range(1, CONNECTION_ATTEMPTS + 1):
+            try:
+                return await getattr(client, method)(inputs)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "closed" not in str(exc).lower():
+                    raise
+                if isinstance(exc, asyncio.TimeoutError) or attempt == CONNECTION_ATTEMPTS:
+                    logger.warning("%s.%s: %s after %d attempts", self.info.name, method, exc, attempt)
+                    raise NotReady(f"model '{self.info.name}' is not reachable, retry later") from None
+        raise AssertionError("unreachable")
 
     async def is_ready(self) -> bool:
         checker = getattr(self._runner, "is_ready", None)
         if checker is not None:
             try:
                 return bool(await checker(5))
-            except (httpx.HTTPError, OSError):
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                 return False
         return bool(self._runner.__is_ready__())
 

@@ -206,6 +206,9 @@ def runner_service(info: ModelInfo, settings: ServingSettings) -> bentoml.Servic
     config: dict[str, t.Any] = {
         "workers": settings.runner_workers,
         "traffic": {"timeout": settings.timeout_s},
+        # The gateway's client to this runner would otherwise close its connection pool every
+        # 100 requests, failing the requests in flight (bentoml/BentoML#5540).
+        "runner_connection": {"max_requests": 1_000_000_000, "max_age": 86_400.0},
     }
     if settings.gpus > 0:
         config["resources"] = {"gpu": settings.gpus}

@@ -70,9 +70,9 @@ class RequestModel(IODescriptor):
 
 
 class ModelDescription(BaseModel):
-    name: str = Field(examples=["imdb"])
-    version: int = Field(examples=[1])
-    variant: str = Field(examples=["lstm"])
+    name: str
+    version: int
+    variant: str
 
 
 # ---- reuters
@@ -82,7 +82,7 @@ class TopicsRequest(RequestModel):
     """Newswire texts to classify into Reuters topics."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"texts": ["oil prices rose as opec cut output"], "top_k": 3}]}
+        json_schema_extra={"example": {"texts": ["oil prices rose as opec cut output"], "top_k": 3}}
     )
     texts: list[str] = Field(description="One or more non-empty texts (at most 64).")
     top_k: int = Field(3, description="How many topics per text (1 to the number of topics).")
@@ -110,7 +110,7 @@ class SentimentRequest(RequestModel):
     """Movie reviews to classify as positive or negative."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"texts": ["a wonderful film, the actors were brilliant"]}]}
+        json_schema_extra={"example": {"texts": ["a wonderful film, the actors were brilliant"]}}
     )
     texts: list[str] = Field(description="One or more non-empty reviews (at most 64).")
 
@@ -139,7 +139,7 @@ class ImagesRequest(RequestModel):
     """
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"images": [[[0, 255], [255, 0]]], "top_k": 1}]}
+        json_schema_extra={"example": {"images": [[[0, 255], [255, 0]]], "top_k": 1}}
     )
     file_fields: ClassVar[tuple[str, ...]] = ("images",)
     images: list[Any] = Field(description="One or more images (at most 64).")
@@ -172,7 +172,7 @@ class ForecastRequest(RequestModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"window": [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2], "horizon": 3}]
+            "example": {"window": [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2], "horizon": 3}
         }
     )
     window: list[float] = Field(description="Exactly as many finite numbers as the model's window (10).")
@@ -190,7 +190,7 @@ class ForecastResponse(BaseModel):
 class TranslateRequest(RequestModel):
     """English sentences to translate into German."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"sentences": ["i like green apples ."]}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"sentences": ["i like green apples ."]}})
     sentences: list[str] = Field(description="One or more non-empty sentences (at most 64).")
 
 

@@ -16,10 +16,15 @@ Typical usage::
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
+import _bentoml_impl.server
 import bentoml
 from pydantic import BaseModel
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
 
 from service import endpoints, tfserving_rest
 from service.catalog import ModelInfo, latest_tags
@@ -49,6 +54,14 @@ MODELS: dict[str, ModelInfo] = {
 RUNNERS = {name: runner_service(info, SETTINGS) for name, info in MODELS.items()}
 
 
+async def docs_page(request: Request) -> FileResponse:
+    """Swagger UI at ``/docs`` (BentoML serves it at ``/``; the spec is ``/docs.json``)."""
+    return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
+
+
+EXTRA_ROUTES = Starlette(routes=[*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])])
+
+
 def with_runners(cls: type) -> type:
     """Adds one ``bentoml.depends`` attribute per model runner (named after the model)."""
     for name, runner in RUNNERS.items():
@@ -61,7 +74,7 @@ def with_runners(cls: type) -> type:
     workers=SETTINGS.gateway_workers,
     traffic={"timeout": SETTINGS.timeout_s},
 )
-@bentoml.asgi_app(tfserving_rest.app, path="/v1")
+@bentoml.asgi_app(EXTRA_ROUTES, path="/")
 @with_runners
 class Gateway:
     """Friendly JSON endpoints and TF Serving's REST API for every served model."""

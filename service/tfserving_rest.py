@@ -21,7 +21,6 @@ import logging
 import typing as t
 
 import numpy as np
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -222,14 +221,13 @@ async def not_found_view(request: Request) -> JSONResponse:
     )
 
 
-app = Starlette(
-    routes=[
-        Route("/models/{name}:predict", predict_view, methods=["POST"]),
-        Route("/models/{name}/versions/{version}:predict", predict_view, methods=["POST"]),
-        Route("/models/{name}/metadata", metadata_view, methods=["GET"]),
-        Route("/models/{name}/versions/{version}/metadata", metadata_view, methods=["GET"]),
-        Route("/models/{name}/versions/{version}", status_view, methods=["GET"]),
-        Route("/models/{name}", status_view, methods=["GET"]),
-        Route("/{path:path}", not_found_view, methods=["GET", "POST", "PUT", "DELETE"]),
-    ]
-)
+# Mounted at the root next to BentoML's own routes (see service/service.py).
+routes = [
+    Route("/v1/models/{name}:predict", predict_view, methods=["POST"]),
+    Route("/v1/models/{name}/versions/{version}:predict", predict_view, methods=["POST"]),
+    Route("/v1/models/{name}/metadata", metadata_view, methods=["GET"]),
+    Route("/v1/models/{name}/versions/{version}/metadata", metadata_view, methods=["GET"]),
+    Route("/v1/models/{name}/versions/{version}", status_view, methods=["GET"]),
+    Route("/v1/models/{name}", status_view, methods=["GET"]),
+    Route("/v1/{path:path}", not_found_view, methods=["GET", "POST", "PUT", "DELETE"]),
+]

@@ -1,0 +1,136 @@
+"""Shared session fixtures: a store of freshly trained models and a real ``bentoml serve``.
+
+``trained_store`` runs the training CLI once per session (synthetic data, quick, one epoch)
+into a temporary ``BENTOML_HOME``; ``server`` starts ``bentoml serve`` from the repository
+root against that store on free loopback ports, waits for ``/readyz`` and always stops the
+whole process group afterwards, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
+# Fewer batch buckets than the default (1,2,...,64) keep the server's XLA warm-up short.
+TEST_BUCKETS = "1,4,16,64"
+
+
+@dataclass(frozen=True)
+class TrainedStore:
+    home: Path  # BENTOML_HOME holding every model
+    exports: Path  # <exports>/<model>/<version>/, the same SavedModels as in the store
+
+    def export_path(self, model: str) -> Path:
+        versions = sorted((self.exports / model).iterdir(), key=lambda p: int(p.name))
+        return versions[-1]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str  # http://127.0.0.1:<port>
+    grpc_port: int  # GRPC_PORT given to the server (for the gRPC door)
+    log: Path  # the server's stdout and stderr
+    store: TrainedStore
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "BENTOML_DO_NOT_TRACK": "True",
+        **extra,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
+    """Every model trained once (synthetic, --quick, 1 epoch) and registered in a fresh store."""
+    home = tmp_path_factory.mktemp("bentoml_home")
+    exports = tmp_path_factory.mktemp("exports")
+    command = [sys.executable, "-m", "training", "all", "--synthetic", "--quick", "--epochs", "1"]
+    proc = subprocess.run(
+        [*command, "--out", str(exports)],
+        cwd=ROOT,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return TrainedStore(home=home, exports=exports)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (arbiter and workers), SIGKILL what lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-6000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"bentoml serve not ready after {timeout:.0f}s:\n{log.read_text()[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """``bentoml serve`` (the repository's bentofile) on a free port, ready and warmed up."""
+    port, grpc_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    env = _env(trained_store.home, SERVICE_BATCH_BUCKETS=TEST_BUCKETS, GRPC_PORT=str(grpc_port))
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so _stop reaches every worker
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        _wait_ready(url, proc, log, timeout=600)
+        print(f"\nbentoml serve ready in {time.monotonic() - started:.0f}s ({url})")
+        yield RunningServer(url=url, grpc_port=grpc_port, log=log, store=trained_store)
+    finally:
+        _stop(proc)
