@@ -11,6 +11,7 @@ Typical usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,8 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "target",
-        help=f"one of {', '.join(MODEL_NAMES)}, 'all' (default variant of each) or 'list'",
+        help=f"one of {', '.join(MODEL_NAMES)}, 'all' (default variant of each), 'list', "
+        "or 'compare' (every variant of --model, to pick a default by measurement)",
     )
+    parser.add_argument("model", nargs="?", help="with 'compare': the model whose variants to train")
     parser.add_argument("--variant", help="model variant (default: the model's best one)")
     parser.add_argument("--epochs", type=int, help="training epochs (default per model)")
     parser.add_argument("--batch-size", type=int, help="batch size (default per model)")
@@ -115,7 +118,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.target == "list":
         return _list_variants(args.json)
-    if args.target != "all" and args.target not in MODEL_NAMES:
+    if args.target == "compare":
+        if args.model not in MODEL_NAMES:
+            print(f"error: compare needs a model: one of {', '.join(MODEL_NAMES)}", file=sys.stderr)
+            return EXIT_USAGE
+        from training.models import get_model_module
+
+        variants = list(get_model_module(args.model).VARIANTS)
+        names = [(args.model, v) for v in variants]
+    elif args.model is not None:
+        print(f"error: unexpected argument {args.model!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.target not in ("all", "compare") and args.target not in MODEL_NAMES:
         print(
             f"error: unknown model {args.target!r} (choose from {', '.join(MODEL_NAMES)}, all, list)",
             file=sys.stderr,
@@ -134,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     from training import data as data_lib
     from training.pipeline import TrainOptions, UsageError, resolve_variant, train_model
 
-    names = list(MODEL_NAMES) if args.target == "all" else [args.target]
+    if args.target != "compare":
+        target_names = list(MODEL_NAMES) if args.target == "all" else [args.target]
+        names = [(name, args.variant) for name in target_names]
     try:
-        for name in names:
-            resolve_variant(name, args.variant)
+        for name, variant in names:
+            resolve_variant(name, variant)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -146,15 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         from training.registry import registered_names
 
         present = registered_names()
-        skipped = [n for n in names if n in present]
-        names = [n for n in names if n not in present]
+        skipped = [n for n, _ in names if n in present]
+        names = [(n, v) for n, v in names if n not in present]
         if skipped:
             print(f"already registered, not retrained: {', '.join(skipped)}")
         if not names:
             return 0
 
     options = TrainOptions(
-        variant=args.variant,
         epochs=args.epochs,
         batch_size=args.batch_size,
         quick=args.quick,
@@ -162,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         data_path=args.data_path,
         out=args.out,
         seed=args.seed,
-        register=not args.no_register,
+        # A comparison only measures: it does not replace what the service serves.
+        register=not args.no_register and args.target != "compare",
         synthetic_fallback=args.fallback_synthetic,
     )
     results = []
-    for name in names:
-        print(f"=== training {name} ===", flush=True)
+    for name, variant in names:
+        print(f"=== training {name} {variant or ''} ===", flush=True)
         try:
-            results.append(train_model(name, options))
+            results.append(train_model(name, dataclasses.replace(options, variant=variant)))
         except data_lib.DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
