@@ -150,6 +150,26 @@ def _specs(raw: dict[str, dict[str, Any]]) -> dict[str, TensorSpec]:
     }
 
 
+def bento_tags(bento_yaml: Path, names: tuple[str, ...] = ()) -> dict[str, str] | None:
+    """The model versions a built Bento was built with, or ``None`` outside a Bento.
+
+    ``bentoml serve <bento>`` must serve what was packaged, not whatever the store's latest
+    version is at start-up; the Bento's ``bento.yaml`` records one model per runner.
+    """
+    if not bento_yaml.is_file():
+        return None
+    import yaml
+
+    manifest = yaml.safe_load(bento_yaml.read_text())
+    tags = {}
+    for service in manifest.get("services") or []:
+        for model in service.get("models") or []:
+            name = str(model["tag"]).split(":")[0]
+            if not names or name in names:
+                tags[name] = str(model["tag"])
+    return tags or None
+
+
 def latest_tags(names: tuple[str, ...] = ()) -> dict[str, str]:
     """The latest stored version of each model to serve, as ``name -> "name:version"``.
 

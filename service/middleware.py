@@ -101,9 +101,10 @@ class ErrorShapeMiddleware:
                 return
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
-                message = _message(b"".join(parts), start["status"])
-                if start["status"] in (404, 405) and not message.endswith(scope["path"]):
-                    message = f"{message}: {scope['method']} {scope['path']}"
+                body = b"".join(parts)
+                message = _message(body, start["status"])
+                if start["status"] in (404, 405) and not body.lstrip().startswith((b"{", b"[")):
+                    message = f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
                 await _send_json(send, start["status"], {"error": message})
 
         await self.app(scope, receive, capture)

@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from service import endpoints, tfserving_rest
-from service.catalog import ModelInfo, latest_tags
+from service.catalog import ModelInfo, bento_tags, latest_tags
 from service.config import ServingSettings
 from service.dispatch import ModelClient, track
 from service.errors import ModelNotFound, ServingError
@@ -47,9 +47,11 @@ from service.schemas import (
 )
 
 SETTINGS = ServingSettings.from_env()
+# Inside a built Bento (<bento>/src/service/service.py) serve the versions it was built with.
+TAGS = bento_tags(Path(__file__).resolve().parents[2] / "bento.yaml", SETTINGS.models)
 MODELS: dict[str, ModelInfo] = {
     name: ModelInfo.from_path(name, tag, bentoml.models.get(tag).path)
-    for name, tag in latest_tags(SETTINGS.models).items()
+    for name, tag in (TAGS or latest_tags(SETTINGS.models)).items()
 }
 RUNNERS = {name: runner_service(info, SETTINGS) for name, info in MODELS.items()}
 
