@@ -75,7 +75,7 @@ class ModelInfo:
     vocab_size: int | None = None
 
     @classmethod
-    def from_path(cls, name: str, tag: str, path: str | Path) -> "ModelInfo":
+    def from_path(cls, name: str, tag: str, path: str | Path) -> ModelInfo:
         """Reads ``<path>/metadata.json``.
 
         Raises:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+
 def _int(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -44,7 +45,9 @@ def _buckets(raw: str) -> tuple[int, ...]:
     try:
         values = sorted({int(v) for v in raw.split(",") if v.strip()})
     except ValueError:
-        raise ValueError(f"SERVICE_BATCH_BUCKETS={raw!r}: expected comma-separated integers") from None
+        raise ValueError(
+            f"SERVICE_BATCH_BUCKETS={raw!r}: expected comma-separated integers"
+        ) from None
     if not values or values[0] < 1:
         raise ValueError(f"SERVICE_BATCH_BUCKETS={raw!r}: expected positive sizes")
     return tuple(values)
@@ -87,7 +90,7 @@ class ServingSettings:
         return self.buckets[-1]
 
     @classmethod
-    def from_env(cls) -> "ServingSettings":
+    def from_env(cls) -> ServingSettings:
         """Reads the ``SERVICE_*`` variables.
 
         Raises:

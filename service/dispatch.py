@@ -20,7 +20,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo
-from service.errors import ModelFailure, ModelNotFound, NotReady, ServingError
+from service.errors import ModelFailure, NotReady, ServingError
 from service.metrics import ERRORS, QUEUE_WAIT, REQUESTS
 
 logger = logging.getLogger("bentoml.keras_serving.gateway")
@@ -62,11 +62,15 @@ class ModelClient:
         except BentoMLException as exc:
             status = int(getattr(exc, "error_code", 500))
             if status in (429, 503):
-                raise NotReady(f"model '{self.info.name}' is busy or not ready, retry later") from None
+                raise NotReady(
+                    f"model '{self.info.name}' is busy or not ready, retry later"
+                ) from None
             logger.error("%s/%s: runner answered %s: %s", self.info.name, signature, status, exc)
             raise ModelFailure(f"model '{self.info.name}' failed to answer") from None
         if len(rows) != len(inputs):
-            raise ModelFailure(f"model '{self.info.name}' returned {len(rows)} rows for {len(inputs)}")
+            raise ModelFailure(
+                f"model '{self.info.name}' returned {len(rows)} rows for {len(inputs)}"
+            )
         for row in rows:
             if "__error__" in row:
                 logger.error("%s/%s: row failed: %s", self.info.name, signature, row["__error__"])
@@ -89,12 +93,16 @@ class ModelClient:
         for attempt in range(1, CONNECTION_ATTEMPTS + 1):
             try:
                 return await getattr(client, method)(inputs)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, RuntimeError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and "closed" not in str(exc).lower():
                     raise
                 if isinstance(exc, asyncio.TimeoutError) or attempt == CONNECTION_ATTEMPTS:
-                    logger.warning("%s.%s: %s after %d attempts", self.info.name, method, exc, attempt)
-                    raise NotReady(f"model '{self.info.name}' is not reachable, retry later") from None
+                    logger.warning(
+                        "%s.%s: %s after %d attempts", self.info.name, method, exc, attempt
+                    )
+                    raise NotReady(
+                        f"model '{self.info.name}' is not reachable, retry later"
+                    ) from None
         raise AssertionError("unreachable")
 
     async def is_ready(self) -> bool:
@@ -102,7 +110,7 @@ class ModelClient:
         if checker is not None:
             try:
                 return bool(await checker(5))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 return False
         return bool(self._runner.__is_ready__())
 

@@ -31,7 +31,9 @@ def _label_names(client: ModelClient, classes: int) -> list[str]:
 
 def _ranked(probabilities: list[float], names: list[str], k: int) -> list[dict[str, t.Any]]:
     order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
-    return [{"label": names[i], "index": int(i), "probability": float(probabilities[i])} for i in order]
+    return [
+        {"label": names[i], "index": int(i), "probability": float(probabilities[i])} for i in order
+    ]
 
 
 def _classes(client: ModelClient, signature: str) -> int:
@@ -60,7 +62,9 @@ async def classify_topics(
     return {"results": results, "model": client.info.describe()}
 
 
-async def sentiment(client: ModelClient, texts: list[str], settings: ServingSettings) -> dict[str, t.Any]:
+async def sentiment(
+    client: ModelClient, texts: list[str], settings: ServingSettings
+) -> dict[str, t.Any]:
     """``POST /imdb/sentiment``: positive or negative, with the probability of that label."""
     signature = client.info.user_signature or "predict_text"
     batch = texts_array(texts, "texts", settings.max_items, settings.max_text_chars)
@@ -117,7 +121,9 @@ async def forecast(
     return {"forecast": values, "model": client.info.describe()}
 
 
-async def translate(client: ModelClient, sentences: list[str], settings: ServingSettings) -> dict[str, t.Any]:
+async def translate(
+    client: ModelClient, sentences: list[str], settings: ServingSettings
+) -> dict[str, t.Any]:
     """``POST /translate``: one translation per sentence."""
     signature = client.info.user_signature or "translate"
     batch = texts_array(sentences, "sentences", settings.max_items, settings.max_text_chars)

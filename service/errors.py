@@ -72,5 +72,12 @@ class ModelFailure(ServingError):
 # Error class -> grpc.StatusCode member name, for ``context.abort(getattr(StatusCode, name))``.
 GRPC_STATUS: dict[type[ServingError], str] = {
     cls: cls.grpc_code
-    for cls in (InvalidInput, PayloadTooLarge, UnsupportedMediaType, ModelNotFound, NotReady, ModelFailure)
+    for cls in (
+        InvalidInput,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        ModelNotFound,
+        NotReady,
+        ModelFailure,
+    )
 }

@@ -35,7 +35,9 @@ def check_count(items: Sequence[Any], field: str, max_items: int) -> None:
     if not items:
         raise InvalidInput(f"{field}: must not be empty")
     if len(items) > max_items:
-        raise PayloadTooLarge(f"{field}: {len(items)} items exceed the cap of {max_items} per request")
+        raise PayloadTooLarge(
+            f"{field}: {len(items)} items exceed the cap of {max_items} per request"
+        )
 
 
 def texts_array(texts: Sequence[Any], field: str, max_items: int, max_chars: int) -> np.ndarray:
@@ -48,7 +50,9 @@ def texts_array(texts: Sequence[Any], field: str, max_items: int, max_chars: int
         if not text.strip():
             raise InvalidInput(f"{field}[{i}]: must not be empty")
         if len(text) > max_chars:
-            raise PayloadTooLarge(f"{field}[{i}]: {len(text)} characters exceed the cap of {max_chars}")
+            raise PayloadTooLarge(
+                f"{field}[{i}]: {len(text)} characters exceed the cap of {max_chars}"
+            )
         encoded.append(text.encode("utf-8"))
     return np.array(encoded, dtype=object)
 
@@ -95,7 +99,9 @@ def _b64(value: dict, field: str) -> bytes:
         raise InvalidInput(f"{field}.b64: not valid base64") from None
 
 
-def decode_image(data: bytes, shape: tuple[int, int, int], field: str, max_side: int = 4096) -> np.ndarray:
+def decode_image(
+    data: bytes, shape: tuple[int, int, int], field: str, max_side: int = 4096
+) -> np.ndarray:
     """PNG/JPEG bytes -> float32 ``[H, W, C]`` in [0, 1], converted and resized to ``shape``."""
     from PIL import Image, UnidentifiedImageError
 
@@ -105,9 +111,13 @@ def decode_image(data: bytes, shape: tuple[int, int, int], field: str, max_side:
     try:
         image = Image.open(io.BytesIO(data))
         if image.format not in IMAGE_FORMATS:
-            raise InvalidInput(f"{field}: {image.format or 'unknown'} images are not accepted (PNG or JPEG)")
+            raise InvalidInput(
+                f"{field}: {image.format or 'unknown'} images are not accepted (PNG or JPEG)"
+            )
         if max(image.size) > max_side:
-            raise PayloadTooLarge(f"{field}: {image.size[0]}x{image.size[1]} pixels exceed the cap of {max_side} per side")
+            raise PayloadTooLarge(
+                f"{field}: {image.size[0]}x{image.size[1]} pixels exceed the cap of {max_side} per side"
+            )
         image = image.convert("L" if channels == 1 else "RGB")
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
@@ -124,7 +134,9 @@ def _array_image(value: Any, shape: tuple[int, int, int], field: str) -> np.ndar
     if array.ndim == 2 and channels == 1:
         array = array[..., None]
     if array.shape != shape:
-        accepted = f"{height}x{width}x{channels}" + (f" or {height}x{width}" if channels == 1 else "")
+        accepted = f"{height}x{width}x{channels}" + (
+            f" or {height}x{width}" if channels == 1 else ""
+        )
         got = "x".join(map(str, array.shape)) or "a scalar"
         raise InvalidInput(
             f"{field}: expected {accepted} pixels, got {got} "
@@ -144,7 +156,9 @@ def _numeric(value: Any, field: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):
-        raise InvalidInput(f"{field}: nested lists must be rectangular (every row the same length)") from None
+        raise InvalidInput(
+            f"{field}: nested lists must be rectangular (every row the same length)"
+        ) from None
     if array.dtype.kind not in "iuf" or array.dtype == np.bool_:
         raise InvalidInput(f"{field}: expected numbers only")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -166,7 +180,9 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
             elif isinstance(item, str):
                 rows.append(item.encode("utf-8"))
             else:
-                raise InvalidInput(f"{field}[{i}]: expected a string or {{\"b64\": ...}}, got {type(item).__name__}")
+                raise InvalidInput(
+                    f'{field}[{i}]: expected a string or {{"b64": ...}}, got {type(item).__name__}'
+                )
         return np.array(rows, dtype=object)
     if not isinstance(value, list):
         raise InvalidInput(f"{field}: expected a list of rows")

@@ -28,7 +28,10 @@ async def _send_json(send: Send, status: int, payload: dict[str, t.Any]) -> None
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -104,7 +107,9 @@ class ErrorShapeMiddleware:
                 body = b"".join(parts)
                 message = _message(body, start["status"])
                 if start["status"] in (404, 405) and not body.lstrip().startswith((b"{", b"[")):
-                    message = f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
+                    message = (
+                        f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
+                    )
                 await _send_json(send, start["status"], {"error": message})
 
         await self.app(scope, receive, capture)

@@ -101,14 +101,18 @@ class Predictor:
     ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
         signature = self._loaded.signatures[name]
         key = spec.input.name
-        plain = lambda x: signature(**{key: x})  # noqa: E731
+        plain = lambda x: signature(**{key: x})
 
         if is_xla_compiled(signature):
             self.xla_signatures.add(name)
             return plain
         # XLA has no string kernels: tokenizing signatures stay in graph mode. With "auto" only
         # the tensor signature is compiled; user-level ones are served as exported.
-        if spec.input.dtype == "string" or xla == "0" or (xla == "auto" and name != TENSOR_SIGNATURE):
+        if (
+            spec.input.dtype == "string"
+            or xla == "0"
+            or (xla == "auto" and name != TENSOR_SIGNATURE)
+        ):
             return plain
         input_spec = tf.TensorSpec([None, *spec.input.row_shape], spec.input.dtype, name=key)
         compiled = tf.function(plain, input_signature=[input_spec], jit_compile=True)
@@ -152,8 +156,12 @@ class Predictor:
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
                 if name not in self.xla_signatures:
                     raise
-                logger.warning("%s/%s: XLA failed (%s); using graph mode", self.info.name, name, exc)
-                self._calls[name] = lambda x, f=self._loaded.signatures[name], k=spec.input.name: f(**{k: x})
+                logger.warning(
+                    "%s/%s: XLA failed (%s); using graph mode", self.info.name, name, exc
+                )
+                self._calls[name] = lambda x, f=self._loaded.signatures[name], k=spec.input.name: f(
+                    **{k: x}
+                )
                 self.xla_signatures.discard(name)
                 self._warm(name, spec)
             spent[name] = time.perf_counter() - start

@@ -115,7 +115,9 @@ class RunnerCore:
         """Runs one merged batch; a failing batch is retried row by row so that one bad row
         only fails its own request."""
         if not self.model_ready.is_set() or self._predictor is None:
-            raise NotReady(f"model '{self.info.name}' is loading or failed: {self.failure or 'loading'}")
+            raise NotReady(
+                f"model '{self.info.name}' is loading or failed: {self.failure or 'loading'}"
+            )
         spec = self.info.signature(signature).input
         if spec.dtype != "string" and inputs.dtype != np.dtype(spec.dtype):
             inputs = inputs.astype(spec.dtype)
@@ -124,7 +126,12 @@ class RunnerCore:
         try:
             rows = split_rows(self._predictor.run(signature, inputs), len(inputs))
         except Exception:
-            logger.exception("%s/%s: batch of %d failed; retrying row by row", self.info.name, signature, len(inputs))
+            logger.exception(
+                "%s/%s: batch of %d failed; retrying row by row",
+                self.info.name,
+                signature,
+                len(inputs),
+            )
             rows = [self._run_one(signature, inputs[i : i + 1]) for i in range(len(inputs))]
         elapsed = time.perf_counter() - begin
         if self.record_metrics:
@@ -132,14 +139,16 @@ class RunnerCore:
 
             labels = {"model": self.info.name, "signature": signature}
             BATCH_SIZE.labels(**labels).observe(len(inputs))
-            PADDED_BATCH_SIZE.labels(**labels).observe(bucket_for(min(len(inputs), self.settings.max_batch_size), self.settings.buckets))
+            PADDED_BATCH_SIZE.labels(**labels).observe(
+                bucket_for(min(len(inputs), self.settings.max_batch_size), self.settings.buckets)
+            )
             EXECUTION.labels(**labels).observe(elapsed)
         return [{"outputs": row, "started": started} for row in rows]
 
     def _run_one(self, signature: str, row: np.ndarray) -> Row:
         try:
             return split_rows(self._predictor.run(signature, row), 1)[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported on this row's request only
             return {"__error__": f"{type(exc).__name__}: {exc}"}
 
 

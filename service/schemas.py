@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from bentoml import IODescriptor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bentoml import IODescriptor
 from service.errors import InvalidInput, UnsupportedMediaType
 
 
@@ -40,7 +40,7 @@ class RequestModel(IODescriptor):
     file_fields: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    async def from_http_request(cls, request: Any, serde: Any) -> "RequestModel":
+    async def from_http_request(cls, request: Any, serde: Any) -> RequestModel:
         media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
         try:
             if media_type == "multipart/form-data":
@@ -143,7 +143,9 @@ class ImagesRequest(RequestModel):
     )
     file_fields: ClassVar[tuple[str, ...]] = ("images",)
     images: list[Any] = Field(description="One or more images (at most 64).")
-    top_k: int = Field(1, description="How many classes to list in `top` (1 to the number of classes).")
+    top_k: int = Field(
+        1, description="How many classes to list in `top` (1 to the number of classes)."
+    )
 
 
 class ImageClass(BaseModel):
@@ -172,10 +174,15 @@ class ForecastRequest(RequestModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "example": {"window": [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2], "horizon": 3}
+            "example": {
+                "window": [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2],
+                "horizon": 3,
+            }
         }
     )
-    window: list[float] = Field(description="Exactly as many finite numbers as the model's window (10).")
+    window: list[float] = Field(
+        description="Exactly as many finite numbers as the model's window (10)."
+    )
     horizon: int = Field(1, description="How many future values (1 to 100).")
 
 
@@ -190,7 +197,9 @@ class ForecastResponse(BaseModel):
 class TranslateRequest(RequestModel):
     """English sentences to translate into German."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"sentences": ["i like green apples ."]}})
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"sentences": ["i like green apples ."]}}
+    )
     sentences: list[str] = Field(description="One or more non-empty sentences (at most 64).")
 
 

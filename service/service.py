@@ -61,7 +61,9 @@ async def docs_page(request: Request) -> FileResponse:
     return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
 
 
-EXTRA_ROUTES = Starlette(routes=[*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])])
+EXTRA_ROUTES = Starlette(
+    routes=[*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])]
+)
 
 
 def with_runners(cls: type) -> type:
@@ -83,7 +85,9 @@ class Gateway:
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        self.models = {name: ModelClient(info, getattr(self, name)) for name, info in MODELS.items()}
+        self.models = {
+            name: ModelClient(info, getattr(self, name)) for name, info in MODELS.items()
+        }
 
     def model(self, name: str, version: str | int | None = None) -> ModelClient:
         """The client of model ``name`` (at ``version``, when given).
@@ -119,7 +123,9 @@ class Gateway:
     @bentoml.api(route="/reuters/classify", input_spec=TopicsRequest)
     async def reuters_classify(self, texts: list[str], top_k: int = 3) -> TopicsResponse:
         """The most likely Reuters topics of each newswire text."""
-        return await self._answer("reuters", endpoints.classify_topics, TopicsResponse, texts=texts, top_k=top_k)
+        return await self._answer(
+            "reuters", endpoints.classify_topics, TopicsResponse, texts=texts, top_k=top_k
+        )
 
     @bentoml.api(route="/imdb/sentiment", input_spec=SentimentRequest)
     async def imdb_sentiment(self, texts: list[str]) -> SentimentResponse:
@@ -129,22 +135,30 @@ class Gateway:
     @bentoml.api(route="/cifar/classify", input_spec=ImagesRequest)
     async def cifar_classify(self, images: list[t.Any], top_k: int = 1) -> ImagesResponse:
         """CIFAR-10 class of each image (nested arrays, base64 or uploaded PNG/JPEG)."""
-        return await self._answer("cifar", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k)
+        return await self._answer(
+            "cifar", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k
+        )
 
     @bentoml.api(route="/mnist/classify", input_spec=ImagesRequest)
     async def mnist_classify(self, images: list[t.Any], top_k: int = 1) -> ImagesResponse:
         """Handwritten digit of each image (nested arrays, base64 or uploaded PNG/JPEG)."""
-        return await self._answer("mnist", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k)
+        return await self._answer(
+            "mnist", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k
+        )
 
     @bentoml.api(route="/cosine/forecast", input_spec=ForecastRequest)
     async def cosine_forecast(self, window: list[float], horizon: int = 1) -> ForecastResponse:
         """The next ``horizon`` values of the series (recursive one-step forecasts)."""
-        return await self._answer("cosine", endpoints.forecast, ForecastResponse, window=window, horizon=horizon)
+        return await self._answer(
+            "cosine", endpoints.forecast, ForecastResponse, window=window, horizon=horizon
+        )
 
     @bentoml.api(route="/translate", input_spec=TranslateRequest)
     async def translate(self, sentences: list[str]) -> TranslateResponse:
         """English -> German translation of each sentence."""
-        return await self._answer("translator", endpoints.translate, TranslateResponse, sentences=sentences)
+        return await self._answer(
+            "translator", endpoints.translate, TranslateResponse, sentences=sentences
+        )
 
 
 Gateway.add_asgi_middleware(ErrorShapeMiddleware)

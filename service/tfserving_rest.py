@@ -71,7 +71,9 @@ def parse_predict_request(
     signature = info.signature(name)
     tensor = signature.input
     if ("instances" in payload) == ("inputs" in payload):
-        raise InvalidInput("request body: exactly one of 'instances' (row format) or 'inputs' (columnar format) is required")
+        raise InvalidInput(
+            "request body: exactly one of 'instances' (row format) or 'inputs' (columnar format) is required"
+        )
     vocab = info.vocab_size if name == TENSOR_SIGNATURE and tensor.dtype.startswith("int") else None
     if "instances" in payload:
         rows = payload["instances"]
@@ -97,7 +99,9 @@ def _named_value(value: t.Any, tensor: TensorSpec, field: str) -> t.Any:
         return value
     unknown = [k for k in value if k != tensor.name]
     if unknown:
-        raise InvalidInput(f"{field}.{unknown[0]}: unknown input (the signature takes '{tensor.name}')")
+        raise InvalidInput(
+            f"{field}.{unknown[0]}: unknown input (the signature takes '{tensor.name}')"
+        )
     if tensor.name not in value:
         raise InvalidInput(f"{field}.{tensor.name}: required input is missing")
     return value[tensor.name]

@@ -16,9 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -77,6 +77,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
     assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return TrainedStore(home=home, exports=exports)
@@ -100,7 +101,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-6000:]}")
+            raise RuntimeError(
+                f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-6000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
                 if resp.status == 200:
@@ -112,7 +115,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> 
 
 
 @pytest.fixture(scope="session")
-def server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(
+    trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     """``bentoml serve`` (the repository's bentofile) on a free port, ready and warmed up."""
     port, grpc_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"

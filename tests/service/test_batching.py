@@ -27,10 +27,15 @@ async def _client(http: httpx.AsyncClient, index: int, statuses: list[int]) -> N
         if index % 2:  # TF Serving door, same signature (and so same queue) as the friendly one
             response = await http.post(
                 "/v1/models/imdb:predict",
-                json={"signature_name": "predict_text", "instances": [f"client {index} says {i} good"]},
+                json={
+                    "signature_name": "predict_text",
+                    "instances": [f"client {index} says {i} good"],
+                },
             )
         else:
-            response = await http.post("/imdb/sentiment", json={"texts": [f"client {index} review {i}"]})
+            response = await http.post(
+                "/imdb/sentiment", json={"texts": [f"client {index} review {i}"]}
+            )
         statuses.append(response.status_code)
 
 

@@ -68,7 +68,11 @@ def test_check_batch_casts_and_rejects_nan():
 
 def test_texts_array():
     assert texts_array(["héllo"], "texts", 4, 10).tolist() == ["héllo".encode()]
-    for texts, fragment in [([], "must not be empty"), ([" "], r"texts\[0\]: must not be empty"), (["a", 1], r"texts\[1\]: expected a string")]:
+    for texts, fragment in [
+        ([], "must not be empty"),
+        ([" "], r"texts\[0\]: must not be empty"),
+        (["a", 1], r"texts\[1\]: expected a string"),
+    ]:
         with pytest.raises(InvalidInput, match=fragment):
             texts_array(texts, "texts", 4, 10)
     with pytest.raises(PayloadTooLarge):
@@ -80,7 +84,11 @@ def test_texts_array():
 def test_window_array():
     spec = TensorSpec("window", "float32", (None, 3))
     assert window_array([1, 2.5, 3], spec).tolist() == [[1.0, 2.5, 3.0]]
-    for window, fragment in [([1, 2], "expected 3 numbers"), ([1, float("inf"), 2], "finite"), ([1, True, 2], "expected a number")]:
+    for window, fragment in [
+        ([1, 2], "expected 3 numbers"),
+        ([1, float("inf"), 2], "finite"),
+        ([1, True, 2], "expected a number"),
+    ]:
         with pytest.raises(InvalidInput, match=fragment):
             window_array(window, spec)
 
@@ -88,7 +96,12 @@ def test_window_array():
 def test_images_from_arrays_ints_floats_and_files():
     ints = [[255] * 4] * 4
     floats = [[[0.5]] * 4] * 4
-    pixels = images_array([ints, floats, png((9, 7)), {"b64": base64.b64encode(png((4, 4), "L")).decode()}], PIXELS, "images", 8)
+    pixels = images_array(
+        [ints, floats, png((9, 7)), {"b64": base64.b64encode(png((4, 4), "L")).decode()}],
+        PIXELS,
+        "images",
+        8,
+    )
     assert pixels.shape == (4, 4, 4, 1) and pixels.dtype == np.float32
     assert np.all(pixels[0] == 1.0) and np.all(pixels[1] == 0.5)
     assert np.allclose(pixels[3], 128 / 255)
@@ -121,7 +134,9 @@ def test_rgb_model_rejects_grayscale_arrays():
 
 
 def test_tfserving_row_and_columnar_requests():
-    sig, batch, fmt = parse_predict_request(b'{"instances": [[1, 2, 3, 4], {"token_ids": [0, 0, 0, 0]}]}', INFO, 8)
+    sig, batch, fmt = parse_predict_request(
+        b'{"instances": [[1, 2, 3, 4], {"token_ids": [0, 0, 0, 0]}]}', INFO, 8
+    )
     assert (sig.name, fmt, batch.dtype, batch.shape) == ("serving_default", "row", np.int32, (2, 4))
     sig, batch, fmt = parse_predict_request(
         b'{"signature_name": "predict_text", "inputs": {"text": ["hi", {"b64": "aG8="}]}}', INFO, 8
@@ -136,10 +151,22 @@ def test_tfserving_row_and_columnar_requests():
         (b"[]", InvalidInput, "expected a JSON object"),
         (b'{"instances": [[1,2,3,4]], "inputs": [[1,2,3,4]]}', InvalidInput, "exactly one of"),
         (b'{"foo": 1, "instances": []}', InvalidInput, "foo: unknown field"),
-        (b'{"signature_name": "nope", "instances": [[1,2,3,4]]}', ModelNotFound, "no signature 'nope'"),
-        (b'{"instances": [{"ids": [1,2,3,4]}]}', InvalidInput, r"instances\[0\].ids: unknown input"),
+        (
+            b'{"signature_name": "nope", "instances": [[1,2,3,4]]}',
+            ModelNotFound,
+            "no signature 'nope'",
+        ),
+        (
+            b'{"instances": [{"ids": [1,2,3,4]}]}',
+            InvalidInput,
+            r"instances\[0\].ids: unknown input",
+        ),
         (b'{"inputs": {"token_ids": [[1,2]]}}', InvalidInput, "expected shape"),
-        (b'{"signature_name": "predict_text", "instances": [3]}', InvalidInput, r"instances\[0\]: expected a string"),
+        (
+            b'{"signature_name": "predict_text", "instances": [3]}',
+            InvalidInput,
+            r"instances\[0\]: expected a string",
+        ),
     ],
 )
 def test_tfserving_rejects(body, error, fragment):
@@ -151,14 +178,21 @@ def test_tfserving_responses_collapse_single_outputs():
     rows = [{"probabilities": [0.1, 0.9], "label": 1}]
     sig = INFO.signature("serving_default")
     assert format_predict_response(rows, sig, "row") == {"predictions": rows}
-    assert format_predict_response(rows, sig, "columnar") == {"outputs": {"probabilities": [[0.1, 0.9]], "label": [1]}}
-    single = SignatureSpec("s", {"w": IDS}, {"forecast": TensorSpec("forecast", "float32", (None,))})
+    assert format_predict_response(rows, sig, "columnar") == {
+        "outputs": {"probabilities": [[0.1, 0.9]], "label": [1]}
+    }
+    single = SignatureSpec(
+        "s", {"w": IDS}, {"forecast": TensorSpec("forecast", "float32", (None,))}
+    )
     assert format_predict_response([{"forecast": 1.5}], single, "row") == {"predictions": [1.5]}
     meta = model_metadata(INFO)
     assert meta["model_spec"] == {"name": "toy", "signature_name": "", "version": "3"}
     inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
     assert inputs["token_ids"]["dtype"] == "DT_INT32"
-    assert inputs["token_ids"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}, {"size": "4", "name": ""}]
+    assert inputs["token_ids"]["tensor_shape"]["dim"] == [
+        {"size": "-1", "name": ""},
+        {"size": "4", "name": ""},
+    ]
 
 
 def test_settings_from_env(monkeypatch):
@@ -168,7 +202,11 @@ def test_settings_from_env(monkeypatch):
     settings = ServingSettings.from_env()
     assert (settings.buckets, settings.max_batch_size, settings.max_items) == ((1, 2, 8), 8, 8)
     assert (settings.gpus, settings.runner_workers, settings.gateway_workers) == (0.5, 2, 1)
-    for name, value in [("SERVICE_XLA", "maybe"), ("SERVICE_WORKERS", "0"), ("SERVICE_MAX_ITEMS", "9")]:
+    for name, value in [
+        ("SERVICE_XLA", "maybe"),
+        ("SERVICE_WORKERS", "0"),
+        ("SERVICE_MAX_ITEMS", "9"),
+    ]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ValueError, match=name):
             ServingSettings.from_env()

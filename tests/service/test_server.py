@@ -31,7 +31,7 @@ def reference(server):
     """``reference(model, signature, array)``: the exported SavedModel called in this process."""
     import tensorflow as tf
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def load(model: str):
         return tf.saved_model.load(str(server.store.export_path(model)))
 
@@ -57,9 +57,19 @@ def test_probes_docs_and_metrics(http):
     assert http.get("/readyz").status_code == 200
     assert http.get("/livez").status_code == 200
     spec = http.get("/docs.json").json()
-    for path in ("/reuters/classify", "/imdb/sentiment", "/cifar/classify", "/mnist/classify", "/cosine/forecast", "/translate"):
+    for path in (
+        "/reuters/classify",
+        "/imdb/sentiment",
+        "/cifar/classify",
+        "/mnist/classify",
+        "/cosine/forecast",
+        "/translate",
+    ):
         assert path in spec["paths"], path
-        assert "example" in spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert (
+            "example"
+            in spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        )
     assert "swagger" in http.get("/docs").text.lower()
 
 
@@ -105,8 +115,16 @@ def test_images_match_the_savedmodel(server, http, reference, model, shape):
     buffer = io.BytesIO()
     Image.fromarray(images[0]).save(buffer, format="PNG")
     as_floats = post(http, f"/{model}/classify", {"images": [floats]})["results"][0]
-    as_b64 = post(http, f"/{model}/classify", {"images": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]})
-    upload = http.post(f"/{model}/classify", files=[("images", ("a.png", buffer.getvalue(), "image/png"))], data={"top_k": "2"})
+    as_b64 = post(
+        http,
+        f"/{model}/classify",
+        {"images": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]},
+    )
+    upload = http.post(
+        f"/{model}/classify",
+        files=[("images", ("a.png", buffer.getvalue(), "image/png"))],
+        data={"top_k": "2"},
+    )
     assert upload.status_code == 200, upload.text
     for result in (as_floats, as_b64["results"][0], upload.json()["results"][0]):
         assert result["index"] == body["results"][0]["index"]
@@ -116,7 +134,9 @@ def test_images_match_the_savedmodel(server, http, reference, model, shape):
 def test_uploaded_images_of_any_size_are_resized(http):
     buffer = io.BytesIO()
     Image.new("RGB", (97, 61), (10, 200, 30)).save(buffer, format="JPEG")
-    response = http.post("/mnist/classify", files=[("images", ("a.jpg", buffer.getvalue(), "image/jpeg"))] * 2)
+    response = http.post(
+        "/mnist/classify", files=[("images", ("a.jpg", buffer.getvalue(), "image/jpeg"))] * 2
+    )
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 2
 
@@ -134,7 +154,9 @@ def test_cosine_forecast_is_recursive(http, reference):
 
 def test_translate_matches_the_savedmodel(http, reference):
     body = post(http, "/translate", {"sentences": SENTENCES})
-    expected = reference("translator", "translate", np.array(SENTENCES, dtype=object))["translation"]
+    expected = reference("translator", "translate", np.array(SENTENCES, dtype=object))[
+        "translation"
+    ]
     assert body["translations"] == [t.decode() for t in expected]
     assert body["model"]["name"] == "translator"
 
@@ -142,7 +164,13 @@ def test_translate_matches_the_savedmodel(http, reference):
 def test_tfserving_status_and_metadata(server, http):
     for path in ("/v1/models/imdb", "/v1/models/imdb/versions/1"):
         status = http.get(path).json()["model_version_status"]
-        assert status == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        assert status == [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
     meta = http.get("/v1/models/cifar/versions/1/metadata").json()
     signatures = meta["metadata"]["signature_def"]["signature_def"]
     assert set(signatures) == {"serving_default", "predict_images"}
@@ -156,21 +184,42 @@ def test_tfserving_row_and_columnar_predict(http, reference):
     ids = np.random.default_rng(1).integers(0, 9999, size=(3, 500), dtype=np.int32)
     expected = reference("imdb", "serving_default", ids)
     rows = post(http, "/v1/models/imdb:predict", {"instances": ids.tolist()})["predictions"]
-    columns = post(http, "/v1/models/imdb/versions/1:predict", {"inputs": {"token_ids": ids.tolist()}})["outputs"]
+    columns = post(
+        http, "/v1/models/imdb/versions/1:predict", {"inputs": {"token_ids": ids.tolist()}}
+    )["outputs"]
     assert [r["label"] for r in rows] == expected["label"].tolist() == columns["label"]
     assert np.allclose([r["probabilities"] for r in rows], expected["probabilities"], atol=1e-5)
     assert np.allclose(columns["probabilities"], expected["probabilities"], atol=1e-5)
 
-    text = post(http, "/v1/models/reuters:predict", {"signature_name": "predict_text", "instances": [TEXTS[0], {"b64": base64.b64encode(TEXTS[1].encode()).decode()}]})
+    text = post(
+        http,
+        "/v1/models/reuters:predict",
+        {
+            "signature_name": "predict_text",
+            "instances": [TEXTS[0], {"b64": base64.b64encode(TEXTS[1].encode()).decode()}],
+        },
+    )
     expected_text = reference("reuters", "predict_text", np.array(TEXTS[:2], dtype=object))
-    assert np.allclose([r["probabilities"] for r in text["predictions"]], expected_text["probabilities"], atol=1e-5)
+    assert np.allclose(
+        [r["probabilities"] for r in text["predictions"]], expected_text["probabilities"], atol=1e-5
+    )
 
     window = np.array([WINDOW], np.float32)
-    forecast = post(http, "/v1/models/cosine:predict", {"signature_name": "forecast", "inputs": window.tolist()})
-    assert forecast["outputs"] == pytest.approx(reference("cosine", "forecast", window)["forecast"].tolist(), abs=1e-4)
+    forecast = post(
+        http, "/v1/models/cosine:predict", {"signature_name": "forecast", "inputs": window.tolist()}
+    )
+    assert forecast["outputs"] == pytest.approx(
+        reference("cosine", "forecast", window)["forecast"].tolist(), abs=1e-4
+    )
 
-    translation = post(http, "/v1/models/translator:predict", {"signature_name": "translate", "instances": SENTENCES})
-    expected_translation = reference("translator", "translate", np.array(SENTENCES, dtype=object))["translation"]
+    translation = post(
+        http,
+        "/v1/models/translator:predict",
+        {"signature_name": "translate", "instances": SENTENCES},
+    )
+    expected_translation = reference("translator", "translate", np.array(SENTENCES, dtype=object))[
+        "translation"
+    ]
     assert translation["predictions"] == [t.decode() for t in expected_translation]
 
 
