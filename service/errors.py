@@ -62,6 +62,13 @@ class NotReady(ServingError):
     grpc_code = "UNAVAILABLE"
 
 
+class Unsupported(ServingError):
+    """The model cannot answer this kind of request (e.g. gRPC Classify on a forecaster)."""
+
+    error_code = HTTPStatus.NOT_IMPLEMENTED
+    grpc_code = "UNIMPLEMENTED"
+
+
 class ModelFailure(ServingError):
     """The model call itself failed (a server bug, never the client's input)."""
 
@@ -78,6 +85,7 @@ GRPC_STATUS: dict[type[ServingError], str] = {
         UnsupportedMediaType,
         ModelNotFound,
         NotReady,
+        Unsupported,
         ModelFailure,
     )
 }
