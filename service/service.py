@@ -105,6 +105,18 @@ class Gateway:
             )
         return client
 
+    @bentoml.on_startup
+    async def _start_grpc(self) -> None:
+        """TF Serving's gRPC API on ``$GRPC_PORT``, in this worker's event loop."""
+        from service import grpc_server  # grpc, health and reflection: gateway workers only
+
+        self.grpc = await grpc_server.serve(self)
+
+    @bentoml.on_shutdown
+    async def _stop_grpc(self) -> None:
+        if getattr(self, "grpc", None) is not None:
+            await self.grpc.stop()
+
     async def _answer(
         self,
         name: str,

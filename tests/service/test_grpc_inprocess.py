@@ -1,0 +1,292 @@
+"""``service.grpc_server`` in-process, over fake model clients: readiness (UNAVAILABLE and
+health NOT_SERVING until the runners are ready), the error table, TLS, graceful stop and
+the ``GRPC_*`` settings. The live server is exercised in ``test_grpc.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_grpc_codec import COSINE
+
+from clients._proto.tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from clients._proto.tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
+from clients.grpc import Client
+from clients.tensors import to_ndarray, to_tensor_proto
+from service import errors
+from service import grpc_server as gs
+from service.grpc_codec import Limits
+
+WINDOW = np.arange(10, dtype=np.float32)[None]
+
+
+class FakeModel:
+    """A ModelClient stand-in: ``forecast`` = the window's sum; knobs for readiness and faults."""
+
+    def __init__(self) -> None:
+        self.info = COSINE
+        self.ready = False
+        self.fail: Exception | None = None
+        self.delay = 0.0
+        self.calls = 0
+
+    async def is_ready(self) -> bool:
+        return self.ready
+
+    async def run(self, signature: str, inputs: np.ndarray) -> list[dict]:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return [{"forecast": float(row.sum())} for row in inputs]
+
+
+@dataclass
+class Running:
+    server: gs.GrpcServer
+    model: FakeModel
+    target: str
+    loop: asyncio.AbstractEventLoop  # the server's
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+    def health(self, service: str = "") -> int:
+        with self.channel() as channel:
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                .status
+            )
+
+    def wait_serving(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health() != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, "never SERVING"
+            time.sleep(0.1)
+
+
+def _predict_request(model: str = "cosine", **spec) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    for key, value in spec.items():
+        setattr(request.model_spec, key, value)
+    request.inputs["window"].CopyFrom(to_tensor_proto(WINDOW))
+    return request
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Running]]:
+    """``start(settings=None)``: a GrpcServer on 127.0.0.1:<free port> in a background loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    servers = []
+
+    def run(coroutine, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+    def starter(settings: gs.GrpcSettings | None = None) -> Running:
+        model = FakeModel()
+
+        def resolve(name, version):
+            if name != "cosine" or (version is not None and int(version) != COSINE.version):
+                raise errors.ModelNotFound(f"model '{name}' version {version} is not served")
+            return model
+
+        async def build() -> gs.GrpcServer:
+            models = gs.Models({"cosine": model}, resolve, Limits(max_rows=4, max_bytes=64 * 1024))
+            server = gs.GrpcServer(
+                models, settings or gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=2)
+            )
+            await server.start()
+            return server
+
+        server = run(build())
+        servers.append(server)
+        return Running(server, model, f"127.0.0.1:{server.port}", loop)
+
+    yield starter
+    for server in servers:
+        run(server.stop())
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_unavailable_and_not_serving_until_the_runner_is_ready(start) -> None:
+    served = start()
+    with served.channel() as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for service in ("", gs.PREDICTION_SERVICE, gs.MODEL_SERVICE):
+            assert served.health(service) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(_predict_request(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "model 'cosine' is loading" in caught.value.details()
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            GetModelStatusRequest(model_spec={"name": "cosine"}), timeout=5
+        )
+        assert status.model_version_status[0].state == status.model_version_status[0].LOADING
+
+        served.model.ready = True
+        served.wait_serving()
+        response = stub.Predict(_predict_request(), timeout=5)
+        assert to_ndarray(response.outputs["forecast"]).tolist() == [45.0]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(cls("injected"), getattr(grpc.StatusCode, name)) for cls, name in errors.GRPC_STATUS.items()]
+    + [(RuntimeError("a bug"), grpc.StatusCode.INTERNAL)],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v.name,
+)
+def test_every_service_error_maps_to_its_status(start, error, code) -> None:
+    served = start()
+    served.model.ready = True
+    served.model.fail = error
+    with served.channel() as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(_predict_request(), timeout=5)
+        assert caught.value.code() == code
+        expected = (
+            "internal error, see the server log"
+            if code == grpc.StatusCode.INTERNAL and not isinstance(error, errors.ServingError)
+            else "injected"
+        )
+        assert caught.value.details() == expected
+        served.model.fail = None  # the server keeps serving
+        assert stub.Predict(_predict_request(), timeout=5).outputs["forecast"]
+
+
+def test_a_runner_going_away_is_probed_again(start) -> None:
+    served = start()
+    served.model.ready = True
+    served.wait_serving()
+    served.model.fail = errors.NotReady("runner unreachable")
+    served.model.ready = False
+    with served.channel() as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(2):  # the run fails, then the door itself refuses (cached state dropped)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(_predict_request(), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert served.model.calls == 1
+
+
+def test_request_over_the_size_cap_is_resource_exhausted(start) -> None:
+    served = start()
+    served.model.ready = True
+    request = _predict_request()
+    request.inputs["padding"].CopyFrom(
+        to_tensor_proto(np.zeros(20_000, np.float32))
+    )  # 80 kB > 64 kB cap
+    with served.channel() as channel, pytest.raises(grpc.RpcError) as caught:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "exceed the cap of 65536" in caught.value.details()
+
+
+def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(start) -> None:
+    served = start()
+    served.model.ready = True
+    served.model.delay = 0.5
+    served.wait_serving()
+    with served.channel() as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        in_flight = stub.Predict.future(_predict_request(), timeout=10)
+        time.sleep(0.2)
+        stop = asyncio.run_coroutine_threadsafe(served.server.stop(), served.loop)
+        assert to_ndarray(in_flight.result().outputs["forecast"]).tolist() == [45.0]
+        stop.result(10)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(_predict_request(), timeout=2)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for ``localhost`` (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_from_the_certificate_and_key_files(start, certificate) -> None:
+    cert, key = certificate
+    served = start(gs.GrpcSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key, grace_s=1))
+    served.model.ready = True
+    with Client(
+        f"grpcs://{served.target}", root_certificates=cert, tls_server_name="localhost", retry=1
+    ) as client:
+        assert client.predict("cosine", {"window": WINDOW})["forecast"].tolist() == [45.0]
+    with served.channel() as plaintext, pytest.raises(grpc.RpcError) as caught:
+        prediction_service_pb2_grpc.PredictionServiceStub(plaintext).Predict(
+            _predict_request(), timeout=3
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+ENV_CASES = [
+    ({}, gs.GrpcSettings()),
+    ({"GRPC_PORT": "9001", "GRPC_HOST": "127.0.0.1"}, gs.GrpcSettings(host="127.0.0.1", port=9001)),
+    ({"GRPC_ENABLED": "0"}, gs.GrpcSettings(enabled=False)),
+    (
+        {"GRPC_TLS_CERT": "c.pem", "GRPC_TLS_KEY": "k.pem"},
+        gs.GrpcSettings(tls_cert=Path("c.pem"), tls_key=Path("k.pem")),
+    ),
+    ({"GRPC_TLS_CERT": "c.pem"}, "must be set together"),
+    ({"GRPC_PORT": "http"}, "GRPC_PORT='http' is not an integer"),
+    ({"GRPC_PORT": "70000"}, "not a TCP port"),
+    ({"GRPC_ENABLED": "maybe"}, "GRPC_ENABLED"),
+]
+
+
+@pytest.mark.parametrize(("env", "expected"), ENV_CASES)
+def test_settings_from_the_environment(monkeypatch, env, expected) -> None:
+    for name in (
+        "GRPC_ENABLED",
+        "GRPC_HOST",
+        "GRPC_PORT",
+        "GRPC_TLS_CERT",
+        "GRPC_TLS_KEY",
+        "GRPC_GRACE_S",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            gs.GrpcSettings.from_env()
+    else:
+        assert gs.GrpcSettings.from_env() == expected
+
+
+def test_addresses_and_unreadable_tls_files(tmp_path) -> None:
+    assert gs.GrpcSettings().address == "0.0.0.0:8500"
+    assert gs.GrpcSettings(host="::", port=1).address == "[::]:1"
+    missing = gs.GrpcSettings(tls_cert=tmp_path / "no.pem", tls_key=tmp_path / "no.key")
+    with pytest.raises(ValueError, match="cannot read"):
+        missing.credentials()
