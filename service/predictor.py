@@ -89,6 +89,7 @@ class Predictor:
         self, path: str, info: ModelInfo, buckets: tuple[int, ...], xla: str = "auto"
     ) -> None:
         self.info = info
+        self.path = str(path)
         self.buckets = tuple(sorted(buckets))
         self.xla_signatures: set[str] = set()
         self._loaded = tf.saved_model.load(str(path))
