@@ -169,7 +169,11 @@ def runner_service(info: ModelInfo, settings: ServingSettings) -> bentoml.Servic
             logging.getLogger("bentoml.access").addFilter(_UntilSet(self.core.primed))
 
         def __is_ready__(self) -> bool:
-            return self.core.primed.is_set() and self.core.failure is None
+            # Without a server of its own (bentoml serve --development runs runners inside
+            # the gateway, without batching) there is no batcher to prime.
+            served = getattr(self, "_priming", None) is not None
+            ready = self.core.primed if served else self.core.model_ready
+            return ready.is_set() and self.core.failure is None
 
         @bentoml.on_startup
         async def _schedule_priming(self) -> None:
