@@ -157,9 +157,12 @@ def model_metadata(info: ModelInfo) -> dict[str, t.Any]:
         }
         for name, spec in info.signatures.items()
     }
+    metadata: dict[str, t.Any] = {"signature_def": {"signature_def": signature_def}}
+    if info.labels:  # class names in index order, like the gRPC door's metadata["labels"]
+        metadata["labels"] = list(info.labels)
     return {
         "model_spec": {"name": info.name, "signature_name": "", "version": str(info.version)},
-        "metadata": {"signature_def": {"signature_def": signature_def}},
+        "metadata": metadata,
     }
 
 

@@ -1,0 +1,251 @@
+"""The benchmark's load generator: closed-loop asyncio workers.
+
+``concurrency`` workers each send one request, wait for the answer, check it and send the
+next, for a warm-up and then a measured window. One asyncio loop drives them all, in the
+benchmark's process, which never imports TensorFlow; the process's own CPU time over the
+window (``resource.getrusage``) is recorded, so the report shows whether the generator
+itself could have been the bottleneck.
+
+gRPC goes through ``clients.grpc.AsyncClient`` (``grpc.aio``). HTTP posts pre-encoded JSON
+bodies with ``aiohttp`` rather than ``httpx`` (``clients.http``): measured on the 2-core
+benchmark machine, httpx spent ~2.1 ms of CPU per request against ~0.5 ms for aiohttp, and
+on a small machine every generator CPU second is taken from the server under test.
+
+Typical usage::
+
+    async with load_client("http", "http://127.0.0.1:3000", concurrency=8) as client:
+        run = await measure(workload("imdb", "http"), client, concurrency=8, duration=10, warmup=2)
+    print(run.throughput, run.percentiles["p99_ms"], run.errors)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import resource
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from loadtest import checks, payloads
+
+POOL = 64  # distinct payloads cycled through by the workers
+TIMEOUT_S = 30.0
+
+Call = Callable[[Any, int], Awaitable[Any]]  # (client, request number) -> checked result
+
+
+@dataclass
+class Run:
+    """What one measured window produced."""
+
+    requests: int  # answered inside the window, successfully or not
+    errors: int
+    error_kinds: dict[str, int]  # error class -> count, with one example message each
+    error_examples: list[str]
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+    generator_cpu: float  # CPU seconds of this process per wall second (1.0 = one core)
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second."""
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+    @property
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.latencies_ms:
+            return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
+        ms = np.asarray(self.latencies_ms)
+        return {
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()),
+        }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread, incl. gRPC's C core
+    return usage.ru_utime + usage.ru_stime
+
+
+class HttpStatus(Exception):
+    """A non-200 answer."""
+
+
+def _http_call(model: str) -> Call:
+    path, bodies = payloads.PATHS[model], payloads.json_bodies(model, 1)
+    headers = {"Content-Type": "application/json"}
+
+    async def call(session: Any, n: int) -> Any:
+        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
+        answer = checks.from_json(model, json.loads(body))
+        checks.check(model, answer, 1)
+        return answer
+
+    return call
+
+
+def _grpc_call(model: str) -> Call:
+    rng = random.Random(7)
+    if model == "imdb":
+        pool: list[Any] = [payloads.reviews(1, rng) for _ in range(POOL)]
+        method = lambda client, item: client.sentiment(item)  # noqa: E731
+    elif model == "reuters":
+        pool = [payloads.newswires(1, rng) for _ in range(POOL)]
+        method = lambda client, item: client.classify_topic(item, top_k=payloads.TOP_K[model])  # noqa: E731
+    elif model in ("cifar", "mnist"):
+        images = payloads.cifar_images if model == "cifar" else payloads.mnist_images
+        pool = [images(1, rng).astype(np.float32) / np.float32(255.0) for _ in range(POOL)]
+        method = lambda client, item: client.classify_image(item, model, top_k=payloads.TOP_K[model])  # noqa: E731
+    elif model == "translator":
+        pool = [payloads.sentences(1, rng) for _ in range(POOL)]
+        method = lambda client, item: client.translate(item)  # noqa: E731
+    elif model == "cosine":
+        pool = [payloads.window(rng) for _ in range(POOL)]
+        method = lambda client, item: client.forecast(item, horizon=payloads.HORIZON)  # noqa: E731
+    else:
+        raise ValueError(f"unknown model {model!r}")
+
+    async def call(client: Any, n: int) -> Any:
+        results = await method(client, pool[n % POOL])
+        checks.check(model, checks.from_results(model, results), 1)
+        return results
+
+    return call
+
+
+def workload(model: str, protocol: str) -> Call:
+    """One item per request, as an interactive client sends, checked like in the locustfile.
+
+    Images reach the signature the HTTP endpoint uses over both protocols: uint8 pixels in
+    JSON over HTTP (the gateway scales them), float32 pixels in [0, 1] over gRPC, so that
+    both call ``serving_default`` (uint8 over gRPC would call ``predict_images``).
+    """
+    return _grpc_call(model) if protocol == "grpc" else _http_call(model)
+
+
+@contextlib.asynccontextmanager
+async def load_client(protocol: str, target: str, concurrency: int) -> AsyncIterator[Any]:
+    """What :func:`workload` calls send through: a ``clients.grpc.AsyncClient``, or an
+    ``aiohttp`` session with a connection per worker. No retries: every failure counts."""
+    if protocol == "grpc":
+        from clients.grpc import AsyncClient as GrpcClient
+
+        async with GrpcClient(target, timeout=TIMEOUT_S, retry=1) as client:
+            yield client
+        return
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    async with aiohttp.ClientSession(target, connector=connector, timeout=timeout) as session:
+        yield session
+
+
+async def measure(
+    call: Call,
+    client: Any,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    on_window: Callable[[str], Awaitable[None]] | None = None,
+) -> Run:
+    """Runs ``concurrency`` closed-loop workers for ``warmup + duration`` seconds.
+
+    Requests answered within the last ``duration`` seconds are counted. ``on_window`` is
+    awaited with ``"start"`` and ``"end"`` at the window's edges (to scrape server metrics).
+    """
+    loop = asyncio.get_running_loop()
+    window_start = loop.time() + warmup
+    window_end = window_start + duration
+    latencies: list[float] = []
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    answered = 0
+    counter = iter(range(1 << 62))
+
+    async def worker() -> None:
+        nonlocal answered
+        while (sent := loop.time()) < window_end:
+            error: Exception | None = None
+            try:
+                await call(client, next(counter))
+            except Exception as exc:  # every failure counts: status, transport, bad body
+                error = exc
+            done = loop.time()
+            if window_start <= done <= window_end:
+                answered += 1
+                if error is None:
+                    latencies.append((done - sent) * 1000.0)
+                else:
+                    kind = type(error).__name__
+                    kinds[kind] += 1
+                    examples.setdefault(kind, f"{kind}: {str(error)[:300]}")
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await asyncio.sleep(max(0.0, window_start - loop.time()))
+    if on_window is not None:
+        await on_window("start")
+    cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(max(0.0, window_end - loop.time()))
+    cpu_used, wall = _cpu_seconds() - cpu_start, time.perf_counter() - wall_start
+    if on_window is not None:
+        await on_window("end")
+    await asyncio.gather(*workers)
+    return Run(
+        requests=answered,
+        errors=sum(kinds.values()),
+        error_kinds=dict(kinds),
+        error_examples=list(examples.values()),
+        seconds=duration,
+        latencies_ms=latencies,
+        generator_cpu=cpu_used / wall if wall else 0.0,
+    )
+
+
+class MetricsDelta:
+    """Mean rows per model call over a window, from the service's ``/metrics``
+    (``keras_serving_batch_size`` histogram: delta of ``_sum`` over delta of ``_count``)."""
+
+    def __init__(self, url: str, model: str) -> None:
+        self.url = url.rstrip("/") + "/metrics"
+        self.model = model
+        self.samples: dict[str, tuple[float, float]] = {}
+
+    async def scrape(self, edge: str) -> None:
+        """Records the histogram's totals at ``edge`` (``"start"`` or ``"end"``)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.get(self.url) as response:
+                text = await response.text()
+        total = count = 0.0
+        for family in text_string_to_metric_families(text):
+            if family.name != "keras_serving_batch_size":
+                continue
+            for sample in family.samples:
+                if sample.labels.get("model") != self.model:
+                    continue
+                if sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.name.endswith("_count"):
+                    count += sample.value
+        self.samples[edge] = (total, count)
+
+    @property
+    def mean_batch_size(self) -> float | None:
+        if "start" not in self.samples or "end" not in self.samples:
+            return None
+        rows = self.samples["end"][0] - self.samples["start"][0]
+        calls = self.samples["end"][1] - self.samples["start"][1]
+        return rows / calls if calls > 0 else None

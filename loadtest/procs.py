@@ -1,0 +1,146 @@
+"""Server subprocesses for the benchmark: free loopback ports, readiness, clean shutdown.
+
+Every server runs in its own process group, so stopping it reaches every worker that
+``bentoml serve`` forks; what it prints goes to a log file that errors quote.
+
+Typical usage::
+
+    with ServerProcess(["bentoml", "serve", "--port", str(port)], ready_url=url + "/readyz",
+                       log=Path("reports/serve.log")) as server:
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that was free on the loopback interface a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A server started in its own process group, ready once ``ready_url`` answers 200."""
+
+    def __init__(
+        self,
+        command: list[str],
+        ready_url: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        self.command = command
+        self.ready_url = ready_url
+        self.log = log
+        self.env = env
+        self.cwd = cwd
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Starts the server and waits until it is ready.
+
+        Raises:
+            RuntimeError: it exited, or was not ready in time (the log's tail says why).
+        """
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.command[0]} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.ready_url} not ready after {self.timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, chars: int = 4000) -> str:
+        """The end of the server's log."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by the server and all its children."""
+        if self.proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever is left after 30 s."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
