@@ -12,7 +12,7 @@ Services:
   ``GetModelMetadata`` (``signature_def``, plus ``labels``: the class names as a 1-D
   DT_STRING tensor), ``Classify`` (models with class probabilities, over ``tf.Example``
   features named like the signature input) and ``Regress`` (cosine). ``MultiInference``
-  is left UNIMPLEMENTED, as are Classify/Regress on models they do not fit.
+  answers UNIMPLEMENTED, as do Classify/Regress on models they do not fit.
 * ``tensorflow.serving.ModelService``: ``GetModelStatus`` (``HandleReloadConfigRequest``
   is not in the protos served here).
 * ``grpc.health.v1.Health`` (``""`` and both TF Serving services: NOT_SERVING until every
@@ -209,7 +209,7 @@ class Models:
             return False
         try:
             ready = await client.is_ready()
-        except Exception as exc:  # an unreachable runner is simply not ready
+        except Exception as exc:  # noqa: BLE001 - an unreachable runner is simply not ready
             logger.debug("%s: readiness probe failed: %s", name, exc)
             ready = False
         if ready:
@@ -287,16 +287,24 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.metadata[codec.LABELS_FIELD].Pack(labels)
         return response
 
+    async def _run_examples(
+        self, request: t.Any, fit: t.Callable[..., t.Any]
+    ) -> tuple[ModelClient, t.Any, list[dict[str, t.Any]]]:
+        # Whether the model fits is decided before counting the request: like MultiInference,
+        # an UNIMPLEMENTED answer is not a model request (nor a 5xx in the request metric).
+        client = self.models.get(request.model_spec)
+        signature = fit(client.info, request.model_spec.signature_name)
+        with track(client.info.name, "grpc"):
+            self.models.check_size(request)
+            batch = codec.examples_batch(request.input, signature.input, self.models.limits)
+            rows = await self._run(client, signature.name, batch)
+        return client, signature, rows
+
     @_rpc
     async def Classify(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        with track(self.models.metric_name(request.model_spec.name), "grpc"):
-            self.models.check_size(request)
-            client = self.models.get(request.model_spec)
-            signature = codec.classify_signature(client.info, request.model_spec.signature_name)
-            batch = codec.examples_batch(request.input, signature.input, self.models.limits)
-            rows = await self._run(client, signature.name, batch)
+        client, signature, rows = await self._run_examples(request, codec.classify_signature)
         return classification_pb2.ClassificationResponse(
             model_spec=self.models.model_spec(client, signature.name),
             result=codec.classification_result(rows, client.info),
@@ -306,15 +314,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Regress(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        with track(self.models.metric_name(request.model_spec.name), "grpc"):
-            self.models.check_size(request)
-            client = self.models.get(request.model_spec)
-            signature = codec.regress_signature(client.info, request.model_spec.signature_name)
-            batch = codec.examples_batch(request.input, signature.input, self.models.limits)
-            rows = await self._run(client, signature.name, batch)
+        client, signature, rows = await self._run_examples(request, codec.regress_signature)
         return regression_pb2.RegressionResponse(
             model_spec=self.models.model_spec(client, signature.name),
             result=codec.regression_result(rows, signature),
+        )
+
+    async def MultiInference(self, request: t.Any, context: grpc.aio.ServicerContext) -> t.NoReturn:
+        # The generated default raises NotImplementedError, which grpc.aio logs as an error
+        # with a traceback on every call; the status (UNIMPLEMENTED) is the same.
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "MultiInference is not supported; use Predict, Classify or Regress",
         )
 
 

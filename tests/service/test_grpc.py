@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from test_batching import batch_histogram
 
 tf = pytest.importorskip("tensorflow")
-from tensorflow.core.example import example_pb2, feature_pb2  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -68,7 +69,7 @@ def stub(channel):
 def reference(server):
     """``reference(model, signature, array)``: the exported SavedModel called in this process."""
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def load(model: str):
         return tf.saved_model.load(str(server.store.export_path(model)))
 
@@ -80,7 +81,7 @@ def reference(server):
     return call
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _metadata(export: str) -> dict:
     with open(f"{export}/metadata.json") as file:
         return json.load(file)
@@ -109,7 +110,9 @@ def sample(server, model: str, signature: str, rows: int = 3) -> tuple[str, np.n
     return name, (rng.random(shape) * scale).astype(spec["dtype"])
 
 
-def predict_request(model: str, inputs: dict, signature: str = "", version: int | None = None) -> predict_pb2.PredictRequest:
+def predict_request(
+    model: str, inputs: dict, signature: str = "", version: int | None = None
+) -> predict_pb2.PredictRequest:
     """What TF Serving's example clients build (``tf.make_tensor_proto`` inputs)."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -117,7 +120,9 @@ def predict_request(model: str, inputs: dict, signature: str = "", version: int 
     if version is not None:
         request.model_spec.version.value = version
     for key, value in inputs.items():
-        request.inputs[key].CopyFrom(value if isinstance(value, type(request.inputs[key])) else tf.make_tensor_proto(value))
+        request.inputs[key].CopyFrom(
+            value if isinstance(value, type(request.inputs[key])) else tf.make_tensor_proto(value)
+        )
     return request
 
 
@@ -134,7 +139,9 @@ def assert_outputs_match(outputs, expected: dict[str, np.ndarray]) -> None:
 
 @pytest.mark.parametrize("version", [None, 1], ids=["latest", "v1"])
 @pytest.mark.parametrize(("model", "signature"), SIGNATURES)
-def test_stock_tfserving_stub_matches_the_savedmodel(server, stub, reference, model, signature, version) -> None:
+def test_stock_tfserving_stub_matches_the_savedmodel(
+    server, stub, reference, model, signature, version
+) -> None:
     name, array = sample(server, model, signature)
     response = stub.Predict(predict_request(model, {name: array}, signature, version), timeout=60)
     assert (response.model_spec.name, response.model_spec.version.value) == (model, 1)
@@ -147,8 +154,13 @@ def test_default_signature_and_output_filter(server, stub, reference) -> None:
     request = predict_request("imdb", {name: array})  # no signature_name: serving_default
     request.output_filter.append("label")
     response = stub.Predict(request, timeout=60)
-    assert response.model_spec.signature_name == "serving_default" and list(response.outputs) == ["label"]
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["label"]), reference("imdb", "serving_default", array)["label"])
+    assert response.model_spec.signature_name == "serving_default" and list(response.outputs) == [
+        "label"
+    ]
+    np.testing.assert_array_equal(
+        tf.make_ndarray(response.outputs["label"]),
+        reference("imdb", "serving_default", array)["label"],
+    )
 
 
 def _tensor_info(info) -> tuple[str, list[int | None]]:
@@ -158,7 +170,9 @@ def _tensor_info(info) -> tuple[str, list[int | None]]:
 
 @pytest.mark.parametrize("model", sorted({m for m, _ in SIGNATURES}))
 def test_metadata_has_signature_defs_and_labels(server, stub, model) -> None:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def", "labels"])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        metadata_field=["signature_def", "labels"]
+    )
     request.model_spec.name = model
     response = stub.GetModelMetadata(request, timeout=30)
     assert (response.model_spec.name, response.model_spec.version.value) == (model, 1)
@@ -169,7 +183,9 @@ def test_metadata_has_signature_defs_and_labels(server, stub, model) -> None:
     for name, signature in signature_map.signature_def.items():
         for kind in ("inputs", "outputs"):
             got = {k: _tensor_info(v) for k, v in getattr(signature, kind).items()}
-            want = {k: (v["dtype"], v["shape"]) for k, v in expected["signatures"][name][kind].items()}
+            want = {
+                k: (v["dtype"], v["shape"]) for k, v in expected["signatures"][name][kind].items()
+            }
             assert got == want, (name, kind)
     labels = expected.get("labels") or []
     if labels:
@@ -188,7 +204,11 @@ def test_model_status(channel) -> None:
         if version:
             request.model_spec.version.value = version
         (status,) = stub.GetModelStatus(request, timeout=30).model_version_status
-        assert (status.version, status.state, status.status.error_code) == (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)
+        assert (status.version, status.state, status.status.error_code) == (
+            1,
+            get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+            0,
+        )
 
 
 def _examples(feature: str, rows: list) -> classification_pb2.ClassificationRequest:
@@ -212,9 +232,13 @@ def test_classify_text_and_image_examples(server, stub, reference) -> None:
     expected = reference("reuters", "predict_text", np.array(TEXTS, dtype=object))["probabilities"]
     labels = metadata(server, "reuters")["labels"]
     assert response.model_spec.signature_name == "predict_text"
-    for classifications, probabilities in zip(response.result.classifications, expected, strict=True):
+    for classifications, probabilities in zip(
+        response.result.classifications, expected, strict=True
+    ):
         assert [c.label for c in classifications.classes] == labels
-        np.testing.assert_allclose([c.score for c in classifications.classes], probabilities, atol=1e-5)
+        np.testing.assert_allclose(
+            [c.score for c in classifications.classes], probabilities, atol=1e-5
+        )
 
     _, images = sample(server, "mnist", "predict_images", rows=2)
     request = _examples("images", list(images))
@@ -275,30 +299,168 @@ def _classify(model: str) -> classification_pb2.ClassificationRequest:
 
 # One row per real bad request: (id, method, request, code, fragment of the message).
 BAD_REQUESTS = [
-    ("unknown model", "Predict", lambda: predict_request("nope", {"x": [1]}), Code.NOT_FOUND, "model 'nope' is not served"),
-    ("unknown version", "Predict", lambda: predict_request("imdb", {"token_ids": _ids()}, version=99), Code.NOT_FOUND, "version 99 of model 'imdb' is not served"),
-    ("version label", "Predict", lambda: _labelled(predict_request("imdb", {"token_ids": _ids()})), Code.NOT_FOUND, "version_label"),
-    ("unknown signature", "Predict", lambda: predict_request("imdb", {"token_ids": _ids()}, "nope"), Code.NOT_FOUND, "no signature 'nope'"),
-    ("no model name", "Predict", lambda: predict_request("", {}), Code.INVALID_ARGUMENT, "model_spec.name: required"),
-    ("float ids", "Predict", lambda: predict_request("imdb", {"token_ids": _ids(dtype=np.float32)}), Code.INVALID_ARGUMENT, "inputs['token_ids']: expected integers"),
-    ("string images", "Predict", lambda: predict_request("mnist", {"images": [["a"]]}, "predict_images"), Code.INVALID_ARGUMENT, "inputs['images']: dtype DT_STRING"),
-    ("wrong shape", "Predict", lambda: predict_request("imdb", {"token_ids": _ids(width=3)}), Code.INVALID_ARGUMENT, "inputs['token_ids']: expected shape DT_INT32 [-1, 500], got [1, 3]"),
-    ("missing input", "Predict", lambda: predict_request("imdb", {}), Code.INVALID_ARGUMENT, "inputs['token_ids']: required input is missing"),
-    ("extra input", "Predict", lambda: predict_request("imdb", {"token_ids": _ids(), "extra": _ids()}), Code.INVALID_ARGUMENT, "inputs['extra']: unknown input"),
-    ("nan", "Predict", lambda: predict_request("cosine", {"window": np.full((1, 10), np.nan, np.float32)}), Code.INVALID_ARGUMENT, "inputs['window']: must not contain NaN"),
-    ("token id over vocab", "Predict", lambda: predict_request("imdb", {"token_ids": _ids() * 10**6}), Code.INVALID_ARGUMENT, "token ids must be in 0..9999"),
+    (
+        "unknown model",
+        "Predict",
+        lambda: predict_request("nope", {"x": [1]}),
+        Code.NOT_FOUND,
+        "model 'nope' is not served",
+    ),
+    (
+        "unknown version",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids()}, version=99),
+        Code.NOT_FOUND,
+        "version 99 of model 'imdb' is not served",
+    ),
+    (
+        "version label",
+        "Predict",
+        lambda: _labelled(predict_request("imdb", {"token_ids": _ids()})),
+        Code.NOT_FOUND,
+        "version_label",
+    ),
+    (
+        "unknown signature",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids()}, "nope"),
+        Code.NOT_FOUND,
+        "no signature 'nope'",
+    ),
+    (
+        "no model name",
+        "Predict",
+        lambda: predict_request("", {}),
+        Code.INVALID_ARGUMENT,
+        "model_spec.name: required",
+    ),
+    (
+        "float ids",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids(dtype=np.float32)}),
+        Code.INVALID_ARGUMENT,
+        "inputs['token_ids']: expected integers",
+    ),
+    (
+        "string images",
+        "Predict",
+        lambda: predict_request("mnist", {"images": [["a"]]}, "predict_images"),
+        Code.INVALID_ARGUMENT,
+        "inputs['images']: dtype DT_STRING",
+    ),
+    (
+        "wrong shape",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids(width=3)}),
+        Code.INVALID_ARGUMENT,
+        "inputs['token_ids']: expected shape DT_INT32 [-1, 500], got [1, 3]",
+    ),
+    (
+        "missing input",
+        "Predict",
+        lambda: predict_request("imdb", {}),
+        Code.INVALID_ARGUMENT,
+        "inputs['token_ids']: required input is missing",
+    ),
+    (
+        "extra input",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids(), "extra": _ids()}),
+        Code.INVALID_ARGUMENT,
+        "inputs['extra']: unknown input",
+    ),
+    (
+        "nan",
+        "Predict",
+        lambda: predict_request("cosine", {"window": np.full((1, 10), np.nan, np.float32)}),
+        Code.INVALID_ARGUMENT,
+        "inputs['window']: must not contain NaN",
+    ),
+    (
+        "token id over vocab",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids() * 10**6}),
+        Code.INVALID_ARGUMENT,
+        "token ids must be in 0..9999",
+    ),
     ("bad output filter", "Predict", lambda: _filtered(), Code.INVALID_ARGUMENT, "output_filter"),
-    ("batch over the cap", "Predict", lambda: predict_request("imdb", {"token_ids": _ids(rows=65)}), Code.RESOURCE_EXHAUSTED, "65 rows exceed the cap of 64"),
-    ("message over the cap", "Predict", lambda: predict_request("imdb", {"text": _text(2, 4_400_000)}, "predict_text"), Code.RESOURCE_EXHAUSTED, "bytes exceed the cap of 8388608"),
-    ("message far over the cap", "Predict", lambda: predict_request("imdb", {"text": _text(4, 5_000_000)}, "predict_text"), Code.RESOURCE_EXHAUSTED, "larger than max"),
-    ("metadata field", "GetModelMetadata", lambda: _metadata_request("imdb", "nope"), Code.INVALID_ARGUMENT, "metadata_field: 'nope' is not supported"),
-    ("no metadata field", "GetModelMetadata", lambda: _metadata_request("imdb"), Code.INVALID_ARGUMENT, "at least one"),
-    ("metadata of unknown model", "GetModelMetadata", lambda: _metadata_request("nope", "signature_def"), Code.NOT_FOUND, "model 'nope'"),
-    ("status of unknown version", "GetModelStatus", lambda: _status("imdb", 7), Code.NOT_FOUND, "version 7"),
-    ("classify a forecaster", "Classify", lambda: _classify("cosine"), Code.UNIMPLEMENTED, "Classify: model 'cosine'"),
-    ("regress a classifier", "Regress", lambda: regression_pb2.RegressionRequest(model_spec={"name": "imdb"}), Code.UNIMPLEMENTED, "Regress: model 'imdb'"),
-    ("missing feature", "Classify", lambda: _classify("imdb"), Code.INVALID_ARGUMENT, "features['text']: required feature is missing"),
-    ("multi inference", "MultiInference", lambda: inference_pb2.MultiInferenceRequest(), Code.UNIMPLEMENTED, ""),
+    (
+        "batch over the cap",
+        "Predict",
+        lambda: predict_request("imdb", {"token_ids": _ids(rows=65)}),
+        Code.RESOURCE_EXHAUSTED,
+        "65 rows exceed the cap of 64",
+    ),
+    (
+        "message over the cap",
+        "Predict",
+        lambda: predict_request("imdb", {"text": _text(2, 4_400_000)}, "predict_text"),
+        Code.RESOURCE_EXHAUSTED,
+        "bytes exceed the cap of 8388608",
+    ),
+    (
+        "message far over the cap",
+        "Predict",
+        lambda: predict_request("imdb", {"text": _text(4, 5_000_000)}, "predict_text"),
+        Code.RESOURCE_EXHAUSTED,
+        "larger than max",
+    ),
+    (
+        "metadata field",
+        "GetModelMetadata",
+        lambda: _metadata_request("imdb", "nope"),
+        Code.INVALID_ARGUMENT,
+        "metadata_field: 'nope' is not supported",
+    ),
+    (
+        "no metadata field",
+        "GetModelMetadata",
+        lambda: _metadata_request("imdb"),
+        Code.INVALID_ARGUMENT,
+        "at least one",
+    ),
+    (
+        "metadata of unknown model",
+        "GetModelMetadata",
+        lambda: _metadata_request("nope", "signature_def"),
+        Code.NOT_FOUND,
+        "model 'nope'",
+    ),
+    (
+        "status of unknown version",
+        "GetModelStatus",
+        lambda: _status("imdb", 7),
+        Code.NOT_FOUND,
+        "version 7",
+    ),
+    (
+        "classify a forecaster",
+        "Classify",
+        lambda: _classify("cosine"),
+        Code.UNIMPLEMENTED,
+        "Classify: model 'cosine'",
+    ),
+    (
+        "regress a classifier",
+        "Regress",
+        lambda: regression_pb2.RegressionRequest(model_spec={"name": "imdb"}),
+        Code.UNIMPLEMENTED,
+        "Regress: model 'imdb'",
+    ),
+    (
+        "missing feature",
+        "Classify",
+        lambda: _classify("imdb"),
+        Code.INVALID_ARGUMENT,
+        "features['text']: required feature is missing",
+    ),
+    (
+        "multi inference",
+        "MultiInference",
+        lambda: inference_pb2.MultiInferenceRequest(),
+        Code.UNIMPLEMENTED,
+        "MultiInference is not supported",
+    ),
 ]
 
 
@@ -308,8 +470,14 @@ def _filtered() -> predict_pb2.PredictRequest:
     return request
 
 
-@pytest.mark.parametrize(("case", "method", "build", "code", "message"), BAD_REQUESTS, ids=[row[0] for row in BAD_REQUESTS])
-def test_bad_requests_get_a_status_and_a_clear_message(stub, channel, case, method, build, code, message) -> None:
+@pytest.mark.parametrize(
+    ("case", "method", "build", "code", "message"),
+    BAD_REQUESTS,
+    ids=[row[0] for row in BAD_REQUESTS],
+)
+def test_bad_requests_get_a_status_and_a_clear_message(
+    stub, channel, case, method, build, code, message
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         _call(stub, channel, method, build())
     assert caught.value.code() == code, caught.value.details()
@@ -326,7 +494,11 @@ def test_health_answers_serving(channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + 30  # the watcher polls the runners once a second
     for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
-        while (status := health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status) != health_pb2.HealthCheckResponse.SERVING:
+        while (
+            status := health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=10
+            ).status
+        ) != health_pb2.HealthCheckResponse.SERVING:
             assert time.monotonic() < deadline, status
             time.sleep(0.5)
     with pytest.raises(grpc.RpcError) as caught:
@@ -345,8 +517,16 @@ def test_reflection_lists_and_describes_the_services(channel) -> None:
     pool = descriptor_pool.DescriptorPool(database)
     prediction = pool.FindServiceByName("tensorflow.serving.PredictionService")
     assert {"Predict", "GetModelMetadata", "Classify", "Regress"} <= set(prediction.methods_by_name)
-    assert prediction.methods_by_name["Predict"].input_type.fields_by_name["inputs"].message_type.fields_by_name["value"].message_type.full_name == "tensorflow.TensorProto"
-    assert pool.FindServiceByName("tensorflow.serving.ModelService").methods_by_name["GetModelStatus"]
+    assert (
+        prediction.methods_by_name["Predict"]
+        .input_type.fields_by_name["inputs"]
+        .message_type.fields_by_name["value"]
+        .message_type.full_name
+        == "tensorflow.TensorProto"
+    )
+    assert pool.FindServiceByName("tensorflow.serving.ModelService").methods_by_name[
+        "GetModelStatus"
+    ]
 
 
 CLIENTS = 32
@@ -360,7 +540,9 @@ def test_concurrent_grpc_requests_share_the_batch_queue(server, stub) -> None:
     def client(index: int) -> list[Code]:
         codes = []
         for i in range(REQUESTS_PER_CLIENT):
-            request = predict_request("imdb", {"text": [f"client {index} review {i}"]}, "predict_text")
+            request = predict_request(
+                "imdb", {"text": [f"client {index} review {i}"]}, "predict_text"
+            )
             try:
                 stub.Predict(request, timeout=60)
                 codes.append(Code.OK)
@@ -370,7 +552,9 @@ def test_concurrent_grpc_requests_share_the_batch_queue(server, stub) -> None:
 
     with futures.ThreadPoolExecutor(CLIENTS) as pool:
         codes = [code for result in pool.map(client, range(CLIENTS)) for code in result]
-    assert codes == [Code.OK] * CLIENTS * REQUESTS_PER_CLIENT, {c: codes.count(c) for c in set(codes)}
+    assert codes == [Code.OK] * CLIENTS * REQUESTS_PER_CLIENT, {
+        c: codes.count(c) for c in set(codes)
+    }
 
     with httpx.Client(base_url=server.url) as http:
         metrics = http.get("/metrics").text
