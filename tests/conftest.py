@@ -121,7 +121,12 @@ def server(
     """``bentoml serve`` (the repository's bentofile) on a free port, ready and warmed up."""
     port, grpc_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    env = _env(trained_store.home, SERVICE_BATCH_BUCKETS=TEST_BUCKETS, GRPC_PORT=str(grpc_port))
+    env = _env(
+        trained_store.home,
+        SERVICE_BATCH_BUCKETS=TEST_BUCKETS,
+        GRPC_PORT=str(grpc_port),
+        GRPC_HOST="127.0.0.1",
+    )
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
