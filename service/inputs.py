@@ -53,8 +53,15 @@ def texts_array(texts: Sequence[Any], field: str, max_items: int, max_chars: int
             raise PayloadTooLarge(
                 f"{field}[{i}]: {len(text)} characters exceed the cap of {max_chars}"
             )
-        encoded.append(text.encode("utf-8"))
+        encoded.append(_utf8(text, f"{field}[{i}]"))
     return np.array(encoded, dtype=object)
+
+
+def _utf8(text: str, field: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. a lone surrogate escape in the JSON
+        raise InvalidInput(f"{field}: not valid UTF-8 text") from None
 
 
 def window_array(window: Sequence[Any], spec: TensorSpec, field: str = "window") -> np.ndarray:
@@ -155,7 +162,7 @@ def _numeric(value: Any, field: str) -> np.ndarray:
     """A nested list of numbers -> a numpy array (ints stay ints), rejecting everything else."""
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InvalidInput(
             f"{field}: nested lists must be rectangular (every row the same length)"
         ) from None
@@ -178,7 +185,7 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
             if isinstance(item, dict):
                 rows.append(_b64(item, f"{field}[{i}]"))
             elif isinstance(item, str):
-                rows.append(item.encode("utf-8"))
+                rows.append(_utf8(item, f"{field}[{i}]"))
             else:
                 raise InvalidInput(
                     f'{field}[{i}]: expected a string or {{"b64": ...}}, got {type(item).__name__}'
@@ -187,6 +194,21 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
     if not isinstance(value, list):
         raise InvalidInput(f"{field}: expected a list of rows")
     return _numeric(value, field)
+
+
+def _text_rows(array: np.ndarray, field: str) -> np.ndarray:
+    """Every string input of the exported models is text: UTF-8 and not blank."""
+    rows = np.empty(len(array), dtype=object)
+    for i, value in enumerate(array.reshape(-1)):
+        data = _utf8(value, f"{field}[{i}]") if isinstance(value, str) else bytes(value)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{field}[{i}]: not valid UTF-8 text") from None
+        if not text.strip():
+            raise InvalidInput(f"{field}[{i}]: must not be empty")
+        rows[i] = data
+    return rows
 
 
 def check_batch(
@@ -218,7 +240,7 @@ def check_batch(
     if spec.dtype == "string":
         if array.dtype.kind not in "OSU":
             raise InvalidInput(f"{field}: expected strings")
-        return array.astype(object) if array.dtype.kind != "O" else array
+        return _text_rows(array, field)
     kind = array.dtype.kind
     if kind not in "iuf" or array.dtype == np.bool_:
         raise InvalidInput(f"{field}: expected {spec.dtype} numbers")

@@ -54,7 +54,14 @@ class RequestModel(IODescriptor):
 
     @classmethod
     async def _form_data(cls, request: Any) -> dict[str, Any]:
-        form = await request.form()
+        from starlette.exceptions import HTTPException
+        from starlette.formparsers import MultiPartException
+
+        try:
+            form = await request.form(max_files=64, max_fields=16)
+        except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
+            detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
+            raise InvalidInput(f"request body: not a valid multipart form ({detail})") from None
         data: dict[str, Any] = {}
         for key in form:
             values = form.getlist(key)

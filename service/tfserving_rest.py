@@ -60,6 +60,8 @@ def parse_predict_request(
         payload = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"request body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInput("request body: JSON nested too deeply") from None
     if not isinstance(payload, dict):
         raise InvalidInput("request body: expected a JSON object with 'instances' or 'inputs'")
     for key in payload:

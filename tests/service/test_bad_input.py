@@ -414,6 +414,38 @@ CASES = [
         400,
         "instances: values must fit uint8 (0..255)",
     ),
+    (
+        "malformed multipart",
+        "POST",
+        "/cifar/classify",
+        {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=xyz"}},
+        400,
+        "request body: not a valid multipart form",
+    ),
+    (
+        "tfs text not utf-8",
+        "POST",
+        "/v1/models/imdb:predict",
+        {"json": {"signature_name": "predict_text", "instances": [{"b64": "/w=="}]}},
+        400,
+        "instances[0]: not valid UTF-8 text",
+    ),
+    (
+        "tfs empty string",
+        "POST",
+        "/v1/models/translator:predict",
+        {"json": {"signature_name": "translate", "inputs": ["ok", ""]}},
+        400,
+        "inputs[1]: must not be empty",
+    ),
+    (
+        "tfs nested too deeply",
+        "POST",
+        "/v1/models/cosine:predict",
+        {"content": b"[" * 100_000},
+        400,
+        "request body:",
+    ),
 ]
 
 

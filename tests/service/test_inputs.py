@@ -167,6 +167,22 @@ def test_tfserving_row_and_columnar_requests():
             InvalidInput,
             r"instances\[0\]: expected a string",
         ),
+        (
+            b'{"signature_name": "predict_text", "instances": ["a\\ud800"]}',
+            InvalidInput,
+            r"instances\[0\]: not valid UTF-8",
+        ),
+        (
+            b'{"signature_name": "predict_text", "inputs": [{"b64": "/w=="}]}',
+            InvalidInput,
+            r"inputs\[0\]: not valid UTF-8",
+        ),
+        (
+            b'{"signature_name": "predict_text", "inputs": [" "]}',
+            InvalidInput,
+            r"inputs\[0\]: must not be empty",
+        ),
+        (b"[" * 100_000, InvalidInput, "nested too deeply|not valid JSON"),
     ],
 )
 def test_tfserving_rejects(body, error, fragment):
