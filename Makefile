@@ -42,14 +42,16 @@ train: $(STAMP)
 build: $(STAMP)
 	$(VENV)/bin/bentoml build
 
+## Locust, headless, against a running server (CSV + HTML under reports/; non-zero exit on any failure).
 loadtest: $(STAMP)
 	mkdir -p reports
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) \
 		--users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 		--grpc-host $(GRPC_HOST) --csv reports/locust --html reports/locust.html --exit-code-on-error 1
 
+## Service vs in-process ceiling vs naive server (reports/bench.json); e.g. BENCH_ARGS="--models imdb --quick".
 bench: $(STAMP)
-	$(PY) -m loadtest.bench
+	$(PY) -m loadtest.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
