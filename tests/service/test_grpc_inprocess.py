@@ -30,6 +30,7 @@ from clients.tensors import to_ndarray, to_tensor_proto
 from service import errors
 from service import grpc_server as gs
 from service.grpc_codec import Limits
+from service.grpc_servicers import Models
 
 WINDOW = np.arange(10, dtype=np.float32)[None]
 
@@ -110,7 +111,7 @@ def start() -> Iterator[Callable[..., Running]]:
             return model
 
         async def build() -> gs.GrpcServer:
-            models = gs.Models({"cosine": model}, resolve, Limits(max_rows=4, max_bytes=64 * 1024))
+            models = Models({"cosine": model}, resolve, Limits(max_rows=4, max_bytes=64 * 1024))
             server = gs.GrpcServer(
                 models, settings or gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=2)
             )
