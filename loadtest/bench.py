@@ -10,7 +10,7 @@ For each model, in one run on one machine:
    (``loadtest.naive_server``), at the same concurrencies.
 
 Prints one table and the ratios (service/ceiling, service/naive, gRPC/HTTP), and writes
-``reports/bench.json``: one record per model x mode x concurrency (or batch size for the
+``reports/bench.json`` (and the table in ``reports/bench.md``): one record per model x mode x concurrency (or batch size for the
 ceiling), the machine, the load generator's CPU use, and the targets of issue 5.
 
 Either targets a running service (``--url``, ``--grpc``; ``$BENTOML_HOME`` must be that
@@ -45,8 +45,20 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("imdb", "reuters", "cifar", "translator")
 MODES = ("ceiling", "naive", "http", "grpc")
 CONCURRENCY = (1, 8, 32, 64)
-QUICK = {"concurrency": (1, 8), "duration": 1.5, "warmup": 0.5, "batch_sizes": (1, 8, 64), "ceiling_seconds": 0.3}
-FULL = {"concurrency": CONCURRENCY, "duration": 10.0, "warmup": 2.0, "batch_sizes": (1, 2, 4, 8, 16, 32, 64, 128), "ceiling_seconds": 2.0}
+QUICK = {
+    "concurrency": (1, 8),
+    "duration": 1.5,
+    "warmup": 0.5,
+    "batch_sizes": (1, 8, 64),
+    "ceiling_seconds": 0.3,
+}
+FULL = {
+    "concurrency": CONCURRENCY,
+    "duration": 10.0,
+    "warmup": 2.0,
+    "batch_sizes": (1, 2, 4, 8, 16, 32, 64, 128),
+    "ceiling_seconds": 2.0,
+}
 
 
 def _csv(kind: type, raw: str) -> tuple[Any, ...]:
@@ -57,17 +69,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: %(default)s)")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated (default: %(default)s)"
+    )
     parser.add_argument("--url", help="a running service (default: start bentoml serve)")
-    parser.add_argument("--grpc", help="its gRPC target host:port (default: --url's host, port 8500)")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run: concurrency 1,8, 1.5 s windows")
+    parser.add_argument(
+        "--grpc", help="its gRPC target host:port (default: --url's host, port 8500)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short smoke run: concurrency 1,8, 1.5 s windows"
+    )
     parser.add_argument("--concurrency", help="comma-separated (default: 1,8,32,64)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
-    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 2)")
+    parser.add_argument(
+        "--warmup", type=float, help="unmeasured seconds before each run (default 2)"
+    )
     parser.add_argument("--batch-sizes", help="ceiling batch sizes (default 1,2,...,128)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
-    parser.add_argument("--exports", type=Path, default=ROOT / "exports", help="where missing models are trained to")
+    parser.add_argument(
+        "--exports", type=Path, default=ROOT / "exports", help="where missing models are trained to"
+    )
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.models = _csv(str, args.models)
@@ -109,8 +133,20 @@ def ensure_models(models: tuple[str, ...], exports: Path) -> list[str]:
             missing.append(model)
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     for model in missing:
-        print(f"The BentoML store ({store}) has no {model}: training a quick synthetic one.", flush=True)
-        command = [sys.executable, "-m", "training", model, "--synthetic", "--quick", "--out", str(exports)]
+        print(
+            f"The BentoML store ({store}) has no {model}: training a quick synthetic one.",
+            flush=True,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "training",
+            model,
+            "--synthetic",
+            "--quick",
+            "--out",
+            str(exports),
+        ]
         subprocess.run(command, cwd=ROOT, env=child_env(), check=True)
     return missing
 
@@ -121,10 +157,36 @@ def run_ceiling(model: str, args: argparse.Namespace) -> dict[str, Any]:
         "--batch-sizes", ",".join(map(str, args.batch_sizes)),
         "--seconds", str(args.ceiling_seconds),
     ]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        command, cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"ceiling of {model} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class WindowProbe:
+    """What the server did over a measured window: batch sizes from ``/metrics``, and the
+    CPU of its process tree when the benchmark started it."""
+
+    def __init__(self, metrics: MetricsDelta | None, server: ServerProcess | None) -> None:
+        self.metrics = metrics
+        self.server = server
+        self.cpu: dict[str, tuple[float, float]] = {}
+
+    async def at(self, edge: str) -> None:
+        if self.metrics is not None:
+            await self.metrics.scrape(edge)
+        if self.server is not None:
+            self.cpu[edge] = (self.server.cpu_seconds(), time.perf_counter())
+
+    @property
+    def server_cpu(self) -> float | None:
+        """CPU seconds per second (2.0 = two cores busy), or None when unknown."""
+        if len(self.cpu) != 2:
+            return None
+        (cpu_start, wall_start), (cpu_end, wall_end) = self.cpu["start"], self.cpu["end"]
+        return (cpu_end - cpu_start) / (wall_end - wall_start)
 
 
 async def run_mode(
@@ -140,18 +202,10 @@ async def run_mode(
     call = workload(model, protocol)
     records = []
     for concurrency in args.concurrency:
-        metrics = MetricsDelta(metrics_url, model) if metrics_url else None
-        cpu: dict[str, float] = {}
-
-        async def on_window(edge: str) -> None:
-            if metrics is not None:
-                await metrics.scrape(edge)
-            if server is not None:
-                cpu[edge] = server.cpu_seconds()
-
+        probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
         async with load_client(protocol, target, concurrency) as client:
-            run = await measure(call, client, concurrency, args.duration, args.warmup, on_window)
-        server_cpu = (cpu["end"] - cpu["start"]) / args.duration if len(cpu) == 2 else None
+            run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
+        metrics, server_cpu = probe.metrics, probe.server_cpu
         record = report.load_record(model, mode, concurrency, run, metrics, server_cpu)
         records.append(record)
         report.print_progress(record)
@@ -208,7 +262,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             port, grpc_port = free_port(), free_port()
             url, grpc_target = f"http://{LOOPBACK}:{port}", f"{LOOPBACK}:{grpc_port}"
             env = child_env(SERVICE_MODELS=",".join(args.models), GRPC_PORT=str(grpc_port))
-            command = [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", LOOPBACK, "--port", str(port)]
+            command = [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+            ]
             print(f"Starting bentoml serve on {url} (gRPC {grpc_target}) ...", flush=True)
             log = args.out.parent / "bench-serve.log"
             with ServerProcess(command, f"{url}/readyz", log, env=env, cwd=ROOT) as server:
@@ -247,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = bench(args)
     print()
-    print(report.render(result))
-    print(f"\nWrote {args.out}")
+    rendered = report.render(result)
+    print(rendered)
+    args.out.with_suffix(".md").write_text(rendered + "\n")
+    print(f"\nWrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

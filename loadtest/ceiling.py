@@ -43,7 +43,11 @@ def model_inputs(model: str, rows: int, seed: int = 0) -> np.ndarray:
     """``rows`` payload items as the gateway hands them to the runner (``service/inputs.py``)."""
     rng = random.Random(seed)
     if model in ("imdb", "reuters", "translator"):
-        texts = {"imdb": payloads.reviews, "reuters": payloads.newswires, "translator": payloads.sentences}
+        texts = {
+            "imdb": payloads.reviews,
+            "reuters": payloads.newswires,
+            "translator": payloads.sentences,
+        }
         return np.array([t.encode() for t in texts[model](rows, rng)], dtype=object)
     if model == "cifar":
         return payloads.cifar_images(rows, rng).astype(np.float32) / np.float32(255.0)
@@ -64,7 +68,9 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def measure(model: str, batch_sizes: tuple[int, ...], seconds: float, min_calls: int = 5) -> dict[str, Any]:
+def measure(
+    model: str, batch_sizes: tuple[int, ...], seconds: float, min_calls: int = 5
+) -> dict[str, Any]:
     """Loads ``model`` from the store and times one signature per batch size.
 
     Returns:

@@ -12,6 +12,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,14 +55,18 @@ def from_json(model: str, body: Any) -> Answer:
     """
     try:
         if model == "imdb":
-            return Answer([(r["label"], r["probability"], r["positive_probability"]) for r in body["results"]])
+            return Answer(
+                [(r["label"], r["probability"], r["positive_probability"]) for r in body["results"]]
+            )
         if model == "reuters":
             return Answer([_ranked(r["topics"], "topic") for r in body["results"]])
         if model in ("cifar", "mnist"):
             rows = []
             for r in body["results"]:
                 if (r["label"], r["index"]) != (r["top"][0]["label"], r["top"][0]["index"]):
-                    raise BadResponse(f"label {r['label']!r} is not the first of top {r['top'][:1]}")
+                    raise BadResponse(
+                        f"label {r['label']!r} is not the first of top {r['top'][:1]}"
+                    )
                 rows.append(_ranked(r["top"], "label"))
             return Answer(rows)
         if model == "cosine":
@@ -69,7 +74,9 @@ def from_json(model: str, body: Any) -> Answer:
         if model == "translator":
             return Answer(list(body["translations"]))
     except (KeyError, TypeError, IndexError) as exc:
-        raise BadResponse(f"{model}: malformed body ({type(exc).__name__}: {exc}): {str(body)[:200]}") from None
+        raise BadResponse(
+            f"{model}: malformed body ({type(exc).__name__}: {exc}): {str(body)[:200]}"
+        ) from None
     raise ValueError(f"unknown model {model!r}")
 
 
@@ -106,7 +113,7 @@ def _check_ranked(rows: list[Any], model: str, top_k: int, labels: Sequence[str]
         if len(ranked) != top_k:
             raise BadResponse(f"item {i}: {len(ranked)} classes, asked for top_k={top_k}")
         probabilities = [_probability(p, f"item {i}") for _, _, p in ranked]
-        if any(a < b - 1e-6 for a, b in zip(probabilities, probabilities[1:])):
+        if any(a < b - 1e-6 for a, b in itertools.pairwise(probabilities)):
             raise BadResponse(f"item {i}: classes not sorted by probability: {probabilities}")
         total = sum(probabilities)
         if total > 1.0 + TOLERANCE or (top_k == classes and abs(total - 1.0) > TOLERANCE):
@@ -118,7 +125,9 @@ def _check_ranked(rows: list[Any], model: str, top_k: int, labels: Sequence[str]
             if not isinstance(index, int) or index < 0 or (classes and index >= classes):
                 raise BadResponse(f"item {i}: class index {index!r} out of range")
             if names and label is not None and label != names[index]:
-                raise BadResponse(f"item {i}: label {label!r} is not class {index} ({names[index]!r})")
+                raise BadResponse(
+                    f"item {i}: label {label!r} is not class {index} ({names[index]!r})"
+                )
 
 
 def check(model: str, answer: Answer, items: int, labels: Sequence[str] | None = None) -> None:
@@ -147,8 +156,13 @@ def check(model: str, answer: Answer, items: int, labels: Sequence[str] | None =
                 raise BadResponse(f"item {i}: label {label!r} not in {SENTIMENT_LABELS}")
             positive = _probability(positive, f"item {i} positive_probability")
             expected = positive if label == "positive" else 1.0 - positive
-            if abs(_probability(probability, f"item {i}") - expected) > TOLERANCE or expected < 0.5 - TOLERANCE:
-                raise BadResponse(f"item {i}: {label} with probability {probability} (positive: {positive})")
+            if (
+                abs(_probability(probability, f"item {i}") - expected) > TOLERANCE
+                or expected < 0.5 - TOLERANCE
+            ):
+                raise BadResponse(
+                    f"item {i}: {label} with probability {probability} (positive: {positive})"
+                )
     elif model in ("reuters", "cifar", "mnist"):
         _check_ranked(rows, model, TOP_K[model], labels)
     elif model == "translator":

@@ -101,20 +101,22 @@ def _grpc_call(model: str) -> Call:
     rng = random.Random(7)
     if model == "imdb":
         pool: list[Any] = [payloads.reviews(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.sentiment(item)  # noqa: E731
+        method = lambda client, item: client.sentiment(item)
     elif model == "reuters":
         pool = [payloads.newswires(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.classify_topic(item, top_k=payloads.TOP_K[model])  # noqa: E731
+        method = lambda client, item: client.classify_topic(item, top_k=payloads.TOP_K[model])
     elif model in ("cifar", "mnist"):
         images = payloads.cifar_images if model == "cifar" else payloads.mnist_images
         pool = [images(1, rng).astype(np.float32) / np.float32(255.0) for _ in range(POOL)]
-        method = lambda client, item: client.classify_image(item, model, top_k=payloads.TOP_K[model])  # noqa: E731
+        method = lambda client, item: client.classify_image(
+            item, model, top_k=payloads.TOP_K[model]
+        )
     elif model == "translator":
         pool = [payloads.sentences(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.translate(item)  # noqa: E731
+        method = lambda client, item: client.translate(item)
     elif model == "cosine":
         pool = [payloads.window(rng) for _ in range(POOL)]
-        method = lambda client, item: client.forecast(item, horizon=payloads.HORIZON)  # noqa: E731
+        method = lambda client, item: client.forecast(item, horizon=payloads.HORIZON)
     else:
         raise ValueError(f"unknown model {model!r}")
 
@@ -180,7 +182,7 @@ async def measure(
             error: Exception | None = None
             try:
                 await call(client, next(counter))
-            except Exception as exc:  # every failure counts: status, transport, bad body
+            except Exception as exc:  # noqa: BLE001 (every failure counts: status, transport, body)
                 error = exc
             done = loop.time()
             if window_start <= done <= window_end:
@@ -226,9 +228,9 @@ class MetricsDelta:
         """Records the histogram's totals at ``edge`` (``"start"`` or ``"end"``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.get(self.url) as response:
-                text = await response.text()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(self.url) as response:
+            text = await response.text()
         total = count = 0.0
         for family in text_string_to_metric_families(text):
             if family.name != "keras_serving_batch_size":

@@ -83,7 +83,9 @@ def post_and_check(tasks: ModelTasks) -> None:
     model, items = tasks.model, random.choice(ITEMS)
     path = payloads.PATHS[model]
     body = random.choice(payloads.json_bodies(model, items))
-    with tasks.client.post(path, data=body, headers=JSON, name=path, catch_response=True) as response:
+    with tasks.client.post(
+        path, data=body, headers=JSON, name=path, catch_response=True
+    ) as response:
         if response.status_code != 200:
             response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
             return
@@ -157,7 +159,7 @@ class HttpModelUser(FastHttpUser):
     """Every model through the friendly JSON endpoints."""
 
     wait_time = between(0.05, 0.3)
-    tasks = {
+    tasks = {  # noqa: RUF012 (Locust's API: task set -> weight)
         ImdbHttp: WEIGHTS["imdb"],
         ReutersHttp: WEIGHTS["reuters"],
         CifarHttp: WEIGHTS["cifar"],
@@ -176,7 +178,9 @@ class ImdbGrpc(ModelTasks):
     @task
     def sentiment(self) -> None:
         texts = payloads.reviews(random.choice(ITEMS))
-        self.user.predict("imdb", "Predict imdb/predict_text", self.user.client.sentiment, texts, len(texts))
+        self.user.predict(
+            "imdb", "Predict imdb/predict_text", self.user.client.sentiment, texts, len(texts)
+        )
         self.done()
 
 
@@ -185,7 +189,7 @@ class ReutersGrpc(ModelTasks):
     @task
     def classify(self) -> None:
         client, texts = self.user.client, payloads.newswires(random.choice(ITEMS))
-        method = lambda batch: client.classify_topic(batch, top_k=payloads.TOP_K["reuters"])  # noqa: E731
+        method = lambda batch: client.classify_topic(batch, top_k=payloads.TOP_K["reuters"])
         self.user.predict("reuters", "Predict reuters/predict_text", method, texts, len(texts))
         self.done()
 
@@ -195,7 +199,7 @@ class CifarGrpc(ModelTasks):
     @task
     def classify(self) -> None:
         client, images = self.user.client, payloads.cifar_images(random.choice(ITEMS))
-        method = lambda batch: client.classify_image(batch, "cifar", top_k=payloads.TOP_K["cifar"])  # noqa: E731
+        method = lambda batch: client.classify_image(batch, "cifar", top_k=payloads.TOP_K["cifar"])
         self.user.predict("cifar", "Predict cifar/predict_images", method, images, len(images))
         self.done()
 
@@ -205,7 +209,7 @@ class MnistGrpc(ModelTasks):
     @task
     def classify(self) -> None:
         client, images = self.user.client, payloads.mnist_images(random.choice(ITEMS))
-        method = lambda batch: client.classify_image(batch, "mnist", top_k=payloads.TOP_K["mnist"])  # noqa: E731
+        method = lambda batch: client.classify_image(batch, "mnist", top_k=payloads.TOP_K["mnist"])
         self.user.predict("mnist", "Predict mnist/predict_images", method, images, len(images))
         self.done()
 
@@ -215,7 +219,7 @@ class CosineGrpc(ModelTasks):
     @task
     def forecast(self) -> None:
         client = self.user.client
-        method = lambda window: client.forecast(window, horizon=payloads.HORIZON)  # noqa: E731
+        method = lambda window: client.forecast(window, horizon=payloads.HORIZON)
         name = f"Predict cosine/forecast x{payloads.HORIZON}"
         self.user.predict("cosine", name, method, payloads.window(), 1)
         self.done()
@@ -227,7 +231,9 @@ class TranslatorGrpc(ModelTasks):
     def translate(self) -> None:
         sentences = payloads.sentences(random.choice(ITEMS))
         method = self.user.client.translate
-        self.user.predict("translator", "Predict translator/translate", method, sentences, len(sentences))
+        self.user.predict(
+            "translator", "Predict translator/translate", method, sentences, len(sentences)
+        )
         self.done()
 
 
@@ -235,7 +241,7 @@ class GrpcModelUser(GrpcUser):
     """Every model through TF Serving's ``PredictionService/Predict``."""
 
     wait_time = between(0.05, 0.3)
-    tasks = {
+    tasks = {  # noqa: RUF012 (Locust's API: task set -> weight)
         ImdbGrpc: WEIGHTS["imdb"],
         ReutersGrpc: WEIGHTS["reuters"],
         CifarGrpc: WEIGHTS["cifar"],

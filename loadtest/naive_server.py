@@ -41,7 +41,9 @@ SIGNATURES = {  # the signature each friendly endpoint calls (service/endpoints.
 
 def _ranked(probabilities: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
     order = np.argsort(-probabilities, kind="stable")[:k]
-    return [{"label": labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order]
+    return [
+        {"label": labels[i], "index": int(i), "probability": float(probabilities[i])} for i in order
+    ]
 
 
 def build_app(model: str) -> Starlette:
@@ -52,7 +54,11 @@ def build_app(model: str) -> Starlette:
     stored = bentoml.models.get(f"{model}:latest")
     metadata = json.loads((Path(stored.path) / "metadata.json").read_text())
     labels = [str(label) for label in metadata.get("labels") or []]
-    described = {"name": model, "version": int(metadata["version"]), "variant": metadata.get("variant", "")}
+    described = {
+        "name": model,
+        "version": int(metadata["version"]),
+        "variant": metadata.get("variant", ""),
+    }
     signature = tf.saved_model.load(stored.path).signatures[SIGNATURES[model]]
     (input_name,) = signature.structured_input_signature[1]
 
@@ -64,12 +70,23 @@ def build_app(model: str) -> Starlette:
             results = []
             for negative, positive in call(body["texts"])["probabilities"][:, :2].tolist():
                 label = "positive" if positive >= negative else "negative"
-                results.append({"label": label, "probability": max(positive, negative), "positive_probability": positive})
+                results.append(
+                    {
+                        "label": label,
+                        "probability": max(positive, negative),
+                        "positive_probability": positive,
+                    }
+                )
             return {"results": results}
         if model == "reuters":
             rows = call(body["texts"])["probabilities"]
             k = int(body.get("top_k", 3))
-            return {"results": [{"topics": [{"topic": r["label"], **r} for r in _ranked(p, labels, k)]} for p in rows]}
+            return {
+                "results": [
+                    {"topics": [{"topic": r["label"], **r} for r in _ranked(p, labels, k)]}
+                    for p in rows
+                ]
+            }
         if model in ("cifar", "mnist"):
             images = np.asarray(body["images"], dtype=np.float32)
             pixels = images / 255.0 if images.max() > 1.0 else images
@@ -107,7 +124,9 @@ def build_app(model: str) -> Starlette:
     async def ready(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[Route(PATHS[model], predict, methods=["POST"]), Route("/readyz", ready)])
+    return Starlette(
+        routes=[Route(PATHS[model], predict, methods=["POST"]), Route("/readyz", ready)]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -138,7 +138,9 @@ def _reviews() -> tuple[str, ...]:
     for i in range(POOL_SIZE):
         # Mostly one-sided reviews, as on IMDB, with IMDB's <br /> paragraph breaks.
         adjectives = _GOOD if i % 2 else _BAD
-        text = _document(rng, _REVIEW_SENTENCES, adjectives + rng.sample(_GOOD + _BAD, 2), REVIEW_WORDS)
+        text = _document(
+            rng, _REVIEW_SENTENCES, adjectives + rng.sample(_GOOD + _BAD, 2), REVIEW_WORDS
+        )
         middle = len(text) // 2
         cut = text.find(". ", middle) + 1 or middle
         pool.append(text[:cut] + " <br /><br />" + text[cut:])
@@ -148,7 +150,9 @@ def _reviews() -> tuple[str, ...]:
 @functools.cache
 def _newswires() -> tuple[str, ...]:
     rng = random.Random(SEED + 1)
-    return tuple(_document(rng, _NEWS_SENTENCES, [""], NEWSWIRE_WORDS) + " Reuter" for _ in range(POOL_SIZE))
+    return tuple(
+        _document(rng, _NEWS_SENTENCES, [""], NEWSWIRE_WORDS) + " Reuter" for _ in range(POOL_SIZE)
+    )
 
 
 @functools.cache
@@ -173,7 +177,9 @@ def _windows() -> np.ndarray:
     rng = np.random.default_rng(SEED + 2)
     starts = rng.integers(0, 30, POOL_SIZE)
     steps = starts[:, None] + np.arange(10)[None, :]
-    return (20.0 * np.cos(2 * np.pi * steps / 30) + rng.normal(0, 2.0, steps.shape)).astype(np.float32)
+    return (20.0 * np.cos(2 * np.pi * steps / 30) + rng.normal(0, 2.0, steps.shape)).astype(
+        np.float32
+    )
 
 
 def _pick(pool: Any, n: int, rng: random.Random | None) -> list[Any]:

@@ -141,7 +141,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def print_progress(record: dict[str, Any]) -> None:
-    level = f"batch {record['batch_size']}" if record["mode"] == "ceiling" else f"c={record['concurrency']}"
+    level = (
+        f"batch {record['batch_size']}"
+        if record["mode"] == "ceiling"
+        else f"c={record['concurrency']}"
+    )
     print(
         f"  {record['model']:<10} {record['mode']:<7} {level:<9} {_fmt(record['throughput']):>8} items/s"
         f"  p50 {_fmt(record['p50_ms'], 2):>7} ms  p99 {_fmt(record['p99_ms'], 2):>7} ms"
@@ -150,7 +154,9 @@ def print_progress(record: dict[str, Any]) -> None:
     )
 
 
-def _find(records: list[dict[str, Any]], model: str, mode: str, concurrency: int | None = None) -> list[dict[str, Any]]:
+def _find(
+    records: list[dict[str, Any]], model: str, mode: str, concurrency: int | None = None
+) -> list[dict[str, Any]]:
     return [
         r for r in records
         if r["model"] == model and r["mode"] == mode and (concurrency is None or r["concurrency"] == concurrency)
@@ -169,9 +175,13 @@ def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[st
         peak = max((r["throughput"] for r in ceiling), default=None)
         single = next((r["p50_ms"] for r in ceiling if r["batch_size"] == 1), None)
         per_level = {}
-        levels = sorted({r["concurrency"] for r in records if r["model"] == model and r["concurrency"]})
+        levels = sorted(
+            {r["concurrency"] for r in records if r["model"] == model and r["concurrency"]}
+        )
         for level in levels:
-            row = {m: (_find(records, model, m, level) or [None])[0] for m in ("http", "grpc", "naive")}
+            row = {
+                m: (_find(records, model, m, level) or [None])[0] for m in ("http", "grpc", "naive")
+            }
             thr = {m: r["throughput"] if r else None for m, r in row.items()}
             p50 = {m: r["p50_ms"] if r else None for m, r in row.items()}
             per_level[str(level)] = {
@@ -223,10 +233,22 @@ def _targets(records: list[dict[str, Any]], ratios: dict[str, Any]) -> list[dict
     for lvl, row in ratios.get(model, {}).get("by_concurrency", {}).items():
         value = row["grpc_over_http_p50"]
         targets.append(
-            _target(f"{model} c={lvl}: gRPC p50 / HTTP p50", value, "<= 1", value <= 1 if value is not None else None)
+            _target(
+                f"{model} c={lvl}: gRPC p50 / HTTP p50",
+                value,
+                "<= 1",
+                value <= 1 if value is not None else None,
+            )
         )
     for mode, added in ratios.get(model, {}).get("added_ms_at_concurrency_1", {}).items():
-        targets.append(_target(f"{model} {mode.upper()} c=1: ms added to the in-process call", added, "<= 3", added <= 3))
+        targets.append(
+            _target(
+                f"{model} {mode.upper()} c=1: ms added to the in-process call",
+                added,
+                "<= 3",
+                added <= 3,
+            )
+        )
     return targets
 
 
@@ -250,16 +272,21 @@ def render(result: dict[str, Any]) -> str:
         "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors | mean batch | gen. CPU | server CPU |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    cpu = lambda v: f"{v * 100:.0f}%" if v is not None else "-"  # noqa: E731
+    cpu = lambda v: f"{v * 100:.0f}%" if v is not None else "-"
     for r in result["records"]:
         level = f"b={r['batch_size']}" if r["mode"] == "ceiling" else f"c={r['concurrency']}"
-        cells = [_fmt(r.get(k), d) for k, d in (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))]
+        cells = [
+            _fmt(r.get(k), d)
+            for k, d in (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))
+        ]
         cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
         cells += [cpu(r.get("generator_cpu")), cpu(r.get("server_cpu"))]
         lines.append(f"| {r['model']} | {r['mode']} | {level} | " + " | ".join(cells) + " |")
     summary = result.get("summary", {})
     lines += ["", "Ratios (throughput unless noted; ceiling = best items/s over batch sizes):", ""]
-    lines += ["| model | c | HTTP/ceiling | gRPC/ceiling | HTTP/naive | gRPC/naive | gRPC/HTTP | gRPC p50/HTTP p50 |"]
+    lines += [
+        "| model | c | HTTP/ceiling | gRPC/ceiling | HTTP/naive | gRPC/naive | gRPC/HTTP | gRPC p50/HTTP p50 |"
+    ]
     lines += ["|---|---|---:|---:|---:|---:|---:|---:|"]
     for model, ratios in summary.get("ratios", {}).items():
         for level, row in ratios["by_concurrency"].items():
@@ -269,7 +296,9 @@ def render(result: dict[str, Any]) -> str:
                           "grpc_over_http_throughput", "grpc_over_http_p50")
             )  # fmt: skip
             lines.append(f"| {model} | {level} | {cells} |")
-        added = ", ".join(f"{m} {v:+.2f} ms" for m, v in ratios["added_ms_at_concurrency_1"].items())
+        added = ", ".join(
+            f"{m} {v:+.2f} ms" for m, v in ratios["added_ms_at_concurrency_1"].items()
+        )
         if added:
             lines.append(f"| {model} | 1 | added to the in-process call (p50): {added} | | | | | |")
     lines += ["", "Targets (reported, not asserted):", ""]
@@ -278,13 +307,18 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"- {t['target']}: {_fmt(t['value'], 2)} (goal {t['goal']}): {mark}")
     check = summary.get("generator_check")
     if check:
-        verdict = "may have limited that run" if check["bottleneck_suspected"] else "not the bottleneck"
-        lines += [
-            "",
-            f"Load generator: one asyncio process (aiohttp; grpc.aio via clients.grpc), separate from the server; "
-            f"peak CPU {check['max_generator_cpu'] * 100:.0f}% of one core at {check['at']} "
-            f"(limit {check['limit'] * 100:.0f}%): {verdict}. Measured with {check['method']}.",
-        ]
+        verdict = (
+            "may have limited that run" if check["bottleneck_suspected"] else "not the bottleneck"
+        )
+        cpus = result["machine"].get("cpu_count") or 1
+        peak = check["max_generator_cpu"]
+        generator = (
+            "Load generator: one asyncio process (aiohttp; grpc.aio via clients.grpc), separate "
+            f"from the server; peak CPU {peak * 100:.0f}% of one core ({peak / cpus * 100:.0f}% of "
+            f"the machine's {cpus} CPUs) at {check['at']} (limit {check['limit'] * 100:.0f}%): "
+            f"{verdict}. Measured with {check['method']}."
+        )
+        lines += ["", generator]
     lines += ["", machine_line(result["machine"])]
     load = result.get("load_average")
     if load:

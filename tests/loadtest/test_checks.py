@@ -79,7 +79,9 @@ BAD = [  # (model, body, items, message fragment)
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("model", "body", "items", "message"), BAD, ids=[f"{b[0]}-{b[3]}" for b in BAD])
+@pytest.mark.parametrize(
+    ("model", "body", "items", "message"), BAD, ids=[f"{b[0]}-{b[3]}" for b in BAD]
+)
 def test_a_wrong_body_is_a_bad_response(model, body, items, message):
     with pytest.raises(checks.BadResponse, match=message):
         checks.check(model, checks.from_json(model, body), items)
@@ -87,9 +89,13 @@ def test_a_wrong_body_is_a_bad_response(model, body, items, message):
 
 def test_results_of_the_typed_clients_are_checked_too():
     ref = ModelRef("imdb", 1)
-    checks.check("imdb", checks.from_results("imdb", [SentimentResult("negative", 0.9, 0.1, ref)]), 1)
+    checks.check(
+        "imdb", checks.from_results("imdb", [SentimentResult("negative", 0.9, 0.1, ref)]), 1
+    )
     with pytest.raises(checks.BadResponse, match="negative with"):
-        checks.check("imdb", checks.from_results("imdb", [SentimentResult("negative", 0.9, 0.9, ref)]), 1)
+        checks.check(
+            "imdb", checks.from_results("imdb", [SentimentResult("negative", 0.9, 0.9, ref)]), 1
+        )
     scores = tuple(LabelScore(REUTERS_LABELS[i], i, p) for i, p in ((3, 0.5), (4, 0.2), (1, 0.1)))
     prediction = TopicPrediction(scores, ModelRef("reuters", 1))
     checks.check("reuters", checks.from_results("reuters", [prediction]), 1)
