@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import numpy as np
@@ -216,38 +216,56 @@ async def measure(
 
 
 class MetricsDelta:
-    """Mean rows per model call over a window, from the service's ``/metrics``
-    (``keras_serving_batch_size`` histogram: delta of ``_sum`` over delta of ``_count``)."""
+    """Means over a window of the service's per-model histograms on ``/metrics`` (delta of
+    ``_sum`` over delta of ``_count``; names in ``service/metrics.py``): rows per model call
+    (``keras_serving_batch_size``), the wait from the gateway to the batch starting
+    (``keras_serving_queue_wait_seconds``) and the model call (``keras_serving_execution_seconds``).
+    """
+
+    HISTOGRAMS: ClassVar[dict[str, str]] = {
+        "batch_size": "keras_serving_batch_size",
+        "queue_wait": "keras_serving_queue_wait_seconds",
+        "execution": "keras_serving_execution_seconds",
+    }
 
     def __init__(self, url: str, model: str) -> None:
         self.url = url.rstrip("/") + "/metrics"
         self.model = model
-        self.samples: dict[str, tuple[float, float]] = {}
+        self.samples: dict[str, dict[str, tuple[float, float]]] = {}
 
     async def scrape(self, edge: str) -> None:
-        """Records the histogram's totals at ``edge`` (``"start"`` or ``"end"``)."""
+        """Records the histograms' totals at ``edge`` (``"start"`` or ``"end"``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(self.url) as response:
             text = await response.text()
-        total = count = 0.0
+        names = {name: key for key, name in self.HISTOGRAMS.items()}
+        totals = {key: [0.0, 0.0] for key in self.HISTOGRAMS}
         for family in text_string_to_metric_families(text):
-            if family.name != "keras_serving_batch_size":
+            key = names.get(family.name)
+            if key is None:
                 continue
             for sample in family.samples:
                 if sample.labels.get("model") != self.model:
                     continue
                 if sample.name.endswith("_sum"):
-                    total += sample.value
+                    totals[key][0] += sample.value
                 elif sample.name.endswith("_count"):
-                    count += sample.value
-        self.samples[edge] = (total, count)
+                    totals[key][1] += sample.value
+        self.samples[edge] = {key: (total, count) for key, (total, count) in totals.items()}
+
+    def mean(self, key: str) -> float | None:
+        """Mean of histogram ``key`` over the window (None without observations)."""
+        if "start" not in self.samples or "end" not in self.samples:
+            return None
+        (sum_start, count_start), (sum_end, count_end) = (
+            self.samples["start"][key],
+            self.samples["end"][key],
+        )
+        calls = count_end - count_start
+        return (sum_end - sum_start) / calls if calls > 0 else None
 
     @property
     def mean_batch_size(self) -> float | None:
-        if "start" not in self.samples or "end" not in self.samples:
-            return None
-        rows = self.samples["end"][0] - self.samples["start"][0]
-        calls = self.samples["end"][1] - self.samples["start"][1]
-        return rows / calls if calls > 0 else None
+        return self.mean("batch_size")

@@ -4,7 +4,8 @@ Every record has the same keys: ``model``, ``mode`` (ceiling, naive, http, grpc)
 ``concurrency`` (None for the ceiling), ``batch_size`` (the ceiling's; None otherwise),
 ``requests``, ``errors``, ``throughput`` (items/s; one item per request in load runs),
 ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms``, ``mean_batch_size`` (rows per model call,
-from the service's ``/metrics``), ``generator_cpu`` (the load generator's CPU seconds per
+from the service's ``/metrics``, as are ``queue_wait_ms``, gateway to batch start, and
+``execution_ms``, one model call, both means), ``generator_cpu`` (the load generator's CPU seconds per
 second: 1.0 is one core) and ``server_cpu`` (the same for the server's process tree, when
 the benchmark started it).
 """
@@ -84,6 +85,10 @@ def config_of(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _ms(seconds: float | None) -> float | None:
+    return seconds * 1000.0 if seconds is not None else None
+
+
 def load_record(
     model: str, mode: str, concurrency: int, run: Any, metrics: Any, server_cpu: float | None
 ) -> dict[str, Any]:
@@ -101,6 +106,8 @@ def load_record(
         "throughput": run.throughput,
         **run.percentiles,
         "mean_batch_size": metrics.mean_batch_size if metrics is not None else None,
+        "queue_wait_ms": _ms(metrics.mean("queue_wait")) if metrics is not None else None,
+        "execution_ms": _ms(metrics.mean("execution")) if metrics is not None else None,
         "generator_cpu": run.generator_cpu,
         "server_cpu": server_cpu,
     }
@@ -122,6 +129,8 @@ def ceiling_records(ceiling: dict[str, Any]) -> list[dict[str, Any]]:
             "p99_ms": row["p99_ms"],
             "mean_ms": row["mean_ms"],
             "mean_batch_size": row["batch_size"],
+            "queue_wait_ms": None,
+            "execution_ms": row["mean_ms"],
             "generator_cpu": None,
             "server_cpu": None,
             "signature": ceiling["signature"],
@@ -268,10 +277,11 @@ def _generator_check(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     """The report as Markdown: table, ratios, targets, generator check, machine."""
-    lines = [
-        "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors | mean batch | gen. CPU | server CPU |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    header = (
+        "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors "
+        "| mean batch | queue wait ms | model call ms | gen. CPU | server CPU |"
+    )
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cpu = lambda v: f"{v * 100:.0f}%" if v is not None else "-"
     for r in result["records"]:
         level = f"b={r['batch_size']}" if r["mode"] == "ceiling" else f"c={r['concurrency']}"
@@ -280,6 +290,7 @@ def render(result: dict[str, Any]) -> str:
             for k, d in (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))
         ]
         cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
+        cells += [_fmt(r.get("queue_wait_ms"), 2), _fmt(r.get("execution_ms"), 2)]
         cells += [cpu(r.get("generator_cpu")), cpu(r.get("server_cpu"))]
         lines.append(f"| {r['model']} | {r['mode']} | {level} | " + " | ".join(cells) + " |")
     summary = result.get("summary", {})

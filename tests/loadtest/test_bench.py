@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LOAD_MODES = {"naive", "http", "grpc"}
 RECORD_KEYS = {
     "model", "mode", "concurrency", "batch_size", "requests", "errors", "throughput",
-    "p50_ms", "p95_ms", "p99_ms", "mean_ms", "mean_batch_size", "generator_cpu", "server_cpu",
+    "p50_ms", "p95_ms", "p99_ms", "mean_ms", "mean_batch_size", "queue_wait_ms", "execution_ms",
+    "generator_cpu", "server_cpu",
 }  # fmt: skip
 
 
@@ -54,6 +55,7 @@ def test_quick_bench_writes_a_well_formed_report_without_errors(server, tmp_path
     for r in loads:
         if r["mode"] != "naive":
             assert r["mean_batch_size"] is not None and r["mean_batch_size"] >= 1, r
+            assert r["queue_wait_ms"] >= 0 and r["execution_ms"] > 0, r
 
     machine = result["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"] and machine["tensorflow"]
