@@ -129,8 +129,7 @@ class Models:
         return ready
 
     async def check_ready(self, client: ModelClient) -> None:
-        """Raises:
-        NotReady: the model is still loading or its runner is unreachable."""
+        """Raises ``NotReady`` while the model loads or its runner is unreachable."""
         if not await self.is_ready(client):
             raise NotReady(f"model '{client.info.name}' is loading, retry later")
 
