@@ -162,6 +162,13 @@ BAD_TENSORS = [
         "[1]: not valid UTF-8",
     ),
     (
+        "blank text",
+        TEXT,
+        to_tensor_proto(["ok", "  "]),
+        InvalidInput,
+        "[1]: must not be empty",
+    ),
+    (
         "unknown dtype",
         WINDOW,
         _raw(types_pb2.DT_BFLOAT16, [1, 10]),
