@@ -164,6 +164,12 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
         plot(path)
 
     config = dataclasses.asdict(module.Config())
+    if name == "translator":
+        # The caps in Config are upper bounds; the model's real id ranges come from the data.
+        config.update(
+            source_vocab_size=len(dataset.source_vocab),
+            target_vocab_size=len(dataset.target_vocab),
+        )
     metadata = {
         "model": name,
         "variant": variant,

@@ -136,6 +136,13 @@ def test_metadata_is_complete(trained, name):
         assert (result.export_path / "forecast.png").stat().st_size > 1000
 
 
+def test_translator_metadata_records_the_real_vocabulary(trained):
+    result = trained["translator"]
+    config = json.loads((result.export_path / "metadata.json").read_text())["training"]["config"]
+    assert config["source_vocab_size"] == len(result.dataset.source_vocab)
+    assert config["target_vocab_size"] == len(result.dataset.target_vocab)
+
+
 def test_export_versions_increase(trained):
     result = trained["cosine"]
     again = train_model(
