@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
+
 from loadtest import report
 from loadtest.generator import MetricsDelta, load_client, measure, workload
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
@@ -165,28 +167,43 @@ def run_ceiling(model: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has spent (all CPUs), idle and iowait excluded."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 class WindowProbe:
-    """What the server did over a measured window: batch sizes from ``/metrics``, and the
-    CPU of its process tree when the benchmark started it."""
+    """What the machine did over a measured window: the service's histograms from
+    ``/metrics``, the CPU of the server's process tree (when the benchmark started it) and of
+    the whole machine, so that a run disturbed by other processes shows."""
 
     def __init__(self, metrics: MetricsDelta | None, server: ServerProcess | None) -> None:
         self.metrics = metrics
         self.server = server
-        self.cpu: dict[str, tuple[float, float]] = {}
+        self.cpu: dict[str, tuple[float | None, float, float]] = {}
 
     async def at(self, edge: str) -> None:
         if self.metrics is not None:
             await self.metrics.scrape(edge)
-        if self.server is not None:
-            self.cpu[edge] = (self.server.cpu_seconds(), time.perf_counter())
+        server = self.server.cpu_seconds() if self.server is not None else None
+        self.cpu[edge] = (server, _machine_busy_seconds(), time.perf_counter())
+
+    def _rate(self, index: int) -> float | None:
+        if len(self.cpu) != 2 or self.cpu["start"][index] is None:
+            return None
+        start, end = self.cpu["start"], self.cpu["end"]
+        return (end[index] - start[index]) / (end[2] - start[2])
 
     @property
     def server_cpu(self) -> float | None:
-        """CPU seconds per second (2.0 = two cores busy), or None when unknown."""
-        if len(self.cpu) != 2:
-            return None
-        (cpu_start, wall_start), (cpu_end, wall_end) = self.cpu["start"], self.cpu["end"]
-        return (cpu_end - cpu_start) / (wall_end - wall_start)
+        """Server CPU seconds per second (2.0 = two cores busy), or None when unknown."""
+        return self._rate(0)
+
+    @property
+    def machine_cpu(self) -> float | None:
+        """Busy CPU seconds per second over the whole machine (generator and server included)."""
+        return self._rate(1)
 
 
 async def run_mode(
@@ -205,18 +222,27 @@ async def run_mode(
         probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
         async with load_client(protocol, target, concurrency) as client:
             run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
-        metrics, server_cpu = probe.metrics, probe.server_cpu
-        record = report.load_record(model, mode, concurrency, run, metrics, server_cpu)
+        record = report.load_record(model, mode, concurrency, run, probe.metrics, probe.server_cpu)
+        record["machine_cpu"] = probe.machine_cpu
+        record["load_1m"] = os.getloadavg()[0]
         records.append(record)
         report.print_progress(record)
     return records
 
 
-async def check_grpc(target: str) -> bool:
+async def wait_for_grpc(target: str, timeout: float = 60.0) -> bool:
+    """Whether gRPC health turns SERVING within ``timeout`` seconds: the gRPC door reports
+    ready a moment after ``/readyz`` does (it checks the runners on its own schedule)."""
     from clients.grpc import AsyncClient
 
+    deadline = time.monotonic() + timeout
     async with AsyncClient(target, timeout=5, retry=1) as client:
-        return await client.ready()
+        while True:
+            if await client.ready():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +269,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         if "ceiling" in args.modes:
             ceiling = run_ceiling(model, args)
             for row in report.ceiling_records(ceiling):
+                row["load_1m"] = os.getloadavg()[0]
                 records.append(row)
                 report.print_progress(row)
         if "naive" in args.modes:
@@ -292,8 +319,8 @@ def _run_service(
     result: dict[str, Any],
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    if "grpc" in modes and not asyncio.run(check_grpc(grpc_target)):
-        note = f"gRPC at {grpc_target} is not serving: gRPC runs skipped"
+    if "grpc" in modes and not asyncio.run(wait_for_grpc(grpc_target)):
+        note = f"gRPC at {grpc_target} was not serving after 60 s: gRPC runs skipped"
         print(f"WARNING: {note}", flush=True)
         result["notes"].append(note)
         modes = [m for m in modes if m != "grpc"]

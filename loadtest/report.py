@@ -6,8 +6,9 @@ Every record has the same keys: ``model``, ``mode`` (ceiling, naive, http, grpc)
 ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms``, ``mean_batch_size`` (rows per model call,
 from the service's ``/metrics``, as are ``queue_wait_ms``, gateway to batch start, and
 ``execution_ms``, one model call, both means), ``generator_cpu`` (the load generator's CPU seconds per
-second: 1.0 is one core) and ``server_cpu`` (the same for the server's process tree, when
-the benchmark started it).
+second: 1.0 is one core), ``server_cpu`` (the same for the server's process tree, when
+the benchmark started it) and ``machine_cpu`` (every process on the machine: what exceeds
+generator + server was someone else's load).
 """
 
 from __future__ import annotations
@@ -275,13 +276,21 @@ def _generator_check(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _others(record: dict[str, Any]) -> float | None:
+    """CPU used by processes other than the generator and the server during a run."""
+    parts = (record.get("machine_cpu"), record.get("generator_cpu"), record.get("server_cpu"))
+    if any(part is None for part in parts):
+        return None
+    return max(0.0, parts[0] - parts[1] - parts[2])
+
+
 def render(result: dict[str, Any]) -> str:
     """The report as Markdown: table, ratios, targets, generator check, machine."""
     header = (
         "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors "
-        "| mean batch | queue wait ms | model call ms | gen. CPU | server CPU |"
+        "| mean batch | queue wait ms | model call ms | gen. CPU | server CPU | others' CPU |"
     )
-    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cpu = lambda v: f"{v * 100:.0f}%" if v is not None else "-"
     for r in result["records"]:
         level = f"b={r['batch_size']}" if r["mode"] == "ceiling" else f"c={r['concurrency']}"
@@ -291,7 +300,7 @@ def render(result: dict[str, Any]) -> str:
         ]
         cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
         cells += [_fmt(r.get("queue_wait_ms"), 2), _fmt(r.get("execution_ms"), 2)]
-        cells += [cpu(r.get("generator_cpu")), cpu(r.get("server_cpu"))]
+        cells += [cpu(r.get("generator_cpu")), cpu(r.get("server_cpu")), cpu(_others(r))]
         lines.append(f"| {r['model']} | {r['mode']} | {level} | " + " | ".join(cells) + " |")
     summary = result.get("summary", {})
     lines += ["", "Ratios (throughput unless noted; ceiling = best items/s over batch sizes):", ""]
