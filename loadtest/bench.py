@@ -175,59 +175,69 @@ def _machine_busy_seconds() -> float:
 
 class WindowProbe:
     """What the machine did over a measured window: the service's histograms from
-    ``/metrics``, the CPU of the server's process tree (when the benchmark started it) and of
+    ``/metrics``, the CPU of the server's processes (when the benchmark started it) and of
     the whole machine, so that a run disturbed by other processes shows."""
 
     def __init__(self, metrics: MetricsDelta | None, server: ServerProcess | None) -> None:
         self.metrics = metrics
         self.server = server
-        self.cpu: dict[str, tuple[float | None, float, float]] = {}
+        self.edges: dict[str, tuple[dict[str, float] | None, float, float]] = {}
 
     async def at(self, edge: str) -> None:
         if self.metrics is not None:
             await self.metrics.scrape(edge)
-        server = self.server.cpu_seconds() if self.server is not None else None
-        self.cpu[edge] = (server, _machine_busy_seconds(), time.perf_counter())
+        server = self.server.cpu_by_process() if self.server is not None else None
+        self.edges[edge] = (server, _machine_busy_seconds(), time.perf_counter())
 
-    def _rate(self, index: int) -> float | None:
-        if len(self.cpu) != 2 or self.cpu["start"][index] is None:
+    def _wall(self) -> float:
+        return self.edges["end"][2] - self.edges["start"][2]
+
+    @property
+    def server_cpu_by_process(self) -> dict[str, float] | None:
+        """Each server process's CPU seconds per second (1.0 = one core busy)."""
+        if len(self.edges) != 2 or self.edges["start"][0] is None:
             return None
-        start, end = self.cpu["start"], self.cpu["end"]
-        return (end[index] - start[index]) / (end[2] - start[2])
+        start, end = self.edges["start"][0], self.edges["end"][0]
+        wall = self._wall()
+        return {name: (end[name] - start.get(name, 0.0)) / wall for name in sorted(end)}
 
     @property
     def server_cpu(self) -> float | None:
-        """Server CPU seconds per second (2.0 = two cores busy), or None when unknown."""
-        return self._rate(0)
+        """The server's CPU seconds per second (2.0 = two cores busy), or None when unknown."""
+        by_process = self.server_cpu_by_process
+        return sum(by_process.values()) if by_process is not None else None
 
     @property
     def machine_cpu(self) -> float | None:
         """Busy CPU seconds per second over the whole machine (generator and server included)."""
-        return self._rate(1)
+        if len(self.edges) != 2:
+            return None
+        return (self.edges["end"][1] - self.edges["start"][1]) / self._wall()
 
 
-async def run_mode(
+async def run_level(
     model: str,
     mode: str,
     target: str,
+    concurrency: int,
     args: argparse.Namespace,
     metrics_url: str | None,
     server: ServerProcess | None,
-) -> list[dict[str, Any]]:
-    """One record per concurrency level for ``model`` over ``mode`` (http, grpc or naive)."""
+) -> dict[str, Any]:
+    """The record of ``model`` over ``mode`` (http, grpc or naive) at one concurrency."""
     protocol = "grpc" if mode == "grpc" else "http"
-    call = workload(model, protocol)
-    records = []
-    for concurrency in args.concurrency:
-        probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
-        async with load_client(protocol, target, concurrency) as client:
-            run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
-        record = report.load_record(model, mode, concurrency, run, probe.metrics, probe.server_cpu)
-        record["machine_cpu"] = probe.machine_cpu
-        record["load_1m"] = os.getloadavg()[0]
-        records.append(record)
-        report.print_progress(record)
-    return records
+    probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
+    async with load_client(protocol, target, concurrency) as client:
+        run = await measure(
+            workload(model, protocol), client, concurrency, args.duration, args.warmup, probe.at
+        )
+    record = report.load_record(model, mode, concurrency, run, probe.metrics, probe.server_cpu)
+    record["machine_cpu"] = probe.machine_cpu
+    by_process = probe.server_cpu_by_process or {}
+    record["server_cpu_by_process"] = {k: v for k, v in by_process.items() if v >= 0.01}
+    record["load_1m"] = os.getloadavg()[0]
+    report.print_progress(record)
+    return record
 
 
 async def wait_for_grpc(target: str, timeout: float = 60.0) -> bool:
@@ -278,7 +288,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             log = args.out.parent / f"naive-{model}.log"
             command = [sys.executable, "-m", "loadtest.naive_server", model, "--port", str(port)]
             with ServerProcess(command, f"{url}/readyz", log, env=child_env(), cwd=ROOT) as naive:
-                records += asyncio.run(run_mode(model, "naive", url, args, None, naive))
+                for level in args.concurrency:
+                    records.append(
+                        asyncio.run(run_level(model, "naive", url, level, args, None, naive))
+                    )
 
     service_modes = [m for m in ("http", "grpc") if m in args.modes]
     if service_modes:
@@ -324,10 +337,16 @@ def _run_service(
         print(f"WARNING: {note}", flush=True)
         result["notes"].append(note)
         modes = [m for m in modes if m != "grpc"]
+    # Protocols alternate at each level: BentoML's batcher adapts its wait to recent traffic,
+    # so both protocols must see the same history (gRPC at c=1 right after HTTP at c=64 met
+    # a batcher still waiting ~40 ms for company).
     for model in args.models:
-        for mode in modes:
-            target = url if mode == "http" else grpc_target
-            records += asyncio.run(run_mode(model, mode, target, args, url, server))
+        for level in args.concurrency:
+            for mode in modes:
+                target = url if mode == "http" else grpc_target
+                records.append(
+                    asyncio.run(run_level(model, mode, target, level, args, url, server))
+                )
     return records
 
 

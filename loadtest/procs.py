@@ -35,6 +35,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _process_name(command: list[str], is_root: bool) -> str:
+    if "--service-name" in command:
+        index = command.index("--service-name") + 1
+        if index < len(command):
+            return command[index]
+    return "main" if is_root else Path(command[0]).name if command else "?"
+
+
 class ServerProcess:
     """A server started in its own process group, ready once ``ready_url`` answers 200."""
 
@@ -115,21 +123,27 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by the server and all its children."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far per process of the tree, named by BentoML's ``--service-name``
+        (``keras_serving`` is the gateway, ``imdb_runner`` a model runner) or the program."""
         if self.proc is None:
-            return 0.0
+            return {}
         try:
             root = psutil.Process(self.proc.pid)
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
+            return {}
+        seconds: dict[str, float] = {}
         for process in processes:
             try:
-                times = process.cpu_times()
+                times, command = process.cpu_times(), process.cmdline()
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system
-        return total
+            name = _process_name(command, process.pid == root.pid)
+            seconds[name] = seconds.get(name, 0.0) + times.user + times.system
+        return seconds
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL to whatever is left after 30 s."""

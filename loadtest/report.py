@@ -276,6 +276,19 @@ def _generator_check(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _server_cpu(record: dict[str, Any]) -> str:
+    """``154% (gw 92, runner 62)``: the total, and the gateway's and runners' shares."""
+    total = record.get("server_cpu")
+    if total is None:
+        return "-"
+    parts = record.get("server_cpu_by_process") or {}
+    gateway = sum(v for k, v in parts.items() if not k.endswith("_runner"))
+    runners = sum(v for k, v in parts.items() if k.endswith("_runner"))
+    if not runners:
+        return f"{total * 100:.0f}%"
+    return f"{total * 100:.0f}% (gw {gateway * 100:.0f}, runner {runners * 100:.0f})"
+
+
 def _others(record: dict[str, Any]) -> float | None:
     """CPU used by processes other than the generator and the server during a run."""
     parts = (record.get("machine_cpu"), record.get("generator_cpu"), record.get("server_cpu"))
@@ -300,7 +313,7 @@ def render(result: dict[str, Any]) -> str:
         ]
         cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
         cells += [_fmt(r.get("queue_wait_ms"), 2), _fmt(r.get("execution_ms"), 2)]
-        cells += [cpu(r.get("generator_cpu")), cpu(r.get("server_cpu")), cpu(_others(r))]
+        cells += [cpu(r.get("generator_cpu")), _server_cpu(r), cpu(_others(r))]
         lines.append(f"| {r['model']} | {r['mode']} | {level} | " + " | ".join(cells) + " |")
     summary = result.get("summary", {})
     lines += ["", "Ratios (throughput unless noted; ceiling = best items/s over batch sizes):", ""]
