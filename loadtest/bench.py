@@ -311,6 +311,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 str(port),
             ]
             print(f"Starting bentoml serve on {url} (gRPC {grpc_target}) ...", flush=True)
+            result["config"].update(target=f"bentoml serve at {url}", grpc_target=grpc_target)
             log = args.out.parent / "bench-serve.log"
             with ServerProcess(command, f"{url}/readyz", log, env=env, cwd=ROOT) as server:
                 records += _run_service(args, url, grpc_target, server, service_modes, result)
