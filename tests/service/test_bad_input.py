@@ -367,6 +367,15 @@ CASES = [
         "inputs: token ids must be in 0..9999",
     ),
     (
+        # The translator's id range is its real vocabulary (tens of words on synthetic data).
+        "tfs translator source id outside its vocabulary",
+        "POST",
+        "/v1/models/translator:predict",
+        {"json": {"inputs": [[5000] * 11]}},
+        400,
+        "inputs: token ids must be in 0..",
+    ),
+    (
         "tfs nan",
         "POST",
         "/v1/models/cosine:predict",
