@@ -35,6 +35,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its whole group (a
+    ``bentoml serve`` arbiter and its workers); SIGKILL whatever is left after 30 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 def _process_name(command: list[str], is_root: bool) -> str:
     if "--service-name" in command:
         index = command.index("--service-name") + 1
@@ -147,14 +162,5 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL to whatever is left after 30 s."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        if self.proc is not None:
+            stop_process_group(self.proc)

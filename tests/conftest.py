@@ -9,8 +9,6 @@ whole process group afterwards, even when a test fails.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from loadtest.procs import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,12 +58,6 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     """Every model trained once (synthetic, --quick, 1 epoch) and registered in a fresh store."""
@@ -81,20 +75,6 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     )
     assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return TrainedStore(home=home, exports=exports)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (arbiter and workers), SIGKILL what lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -134,7 +114,7 @@ def server(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so _stop reaches every worker
+            start_new_session=True,  # its own process group, so stopping reaches every worker
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -143,4 +123,4 @@ def server(
         print(f"\nbentoml serve ready in {time.monotonic() - started:.0f}s ({url})")
         yield RunningServer(url=url, grpc_port=grpc_port, log=log, store=trained_store)
     finally:
-        _stop(proc)
+        stop_process_group(proc)

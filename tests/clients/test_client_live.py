@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from clients import errors
 from clients import grpc as grpc_client
 from clients import http as http_client
+from loadtest.procs import free_port
 
 tf = pytest.importorskip("tensorflow")
 
@@ -24,12 +24,6 @@ TEXTS = ["the oil prices rose sharply", "a wonderful film <br /> with brilliant 
 SENTENCES = ["i like green apples .", "tom is here ."]
 WINDOW = [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2]
 TRANSPORTS = ("http", "grpc")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_client(server, transport: str, asynchronous: bool = False, **options):
