@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "all" and args.data_path:
         print("error: --data-path needs a single model, not 'all'", file=sys.stderr)
         return EXIT_USAGE
-    if args.data_path is not None and not args.data_path.is_file():
-        print(f"error: {args.data_path}: no such file", file=sys.stderr)
+    # A folder is fine too: the extracted CIFAR tarball, for instance.
+    if args.data_path is not None and not args.data_path.exists():
+        print(f"error: {args.data_path}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
 
     from training import data as data_lib
