@@ -3,7 +3,7 @@ gateway's :class:`~service.dispatch.ModelClient` objects (the runners' batch que
 
 Every handler validates at the door (:mod:`service.grpc_codec`), counts the request in the
 same metrics as the HTTP doors (door ``grpc``) and turns a
-:class:`~service.errors.ServingError` into its status code (``service.errors.GRPC_STATUS``);
+:class:`~service.errors.ServingError` into its status code (each class's ``grpc_code``);
 anything unexpected is logged and answered INTERNAL. :mod:`service.grpc_server` runs them.
 
 Typical usage::
@@ -36,7 +36,6 @@ from clients._proto.tensorflow_serving.apis import (
 from service import grpc_codec as codec
 from service.dispatch import ModelClient, track
 from service.errors import (
-    GRPC_STATUS,
     InvalidInput,
     ModelNotFound,
     NotReady,
@@ -50,11 +49,8 @@ Resolver = t.Callable[[str, "str | int | None"], ModelClient]
 
 
 def status_code(error: ServingError) -> grpc.StatusCode:
-    """The gRPC code of a service error (``service.errors.GRPC_STATUS``, by class)."""
-    for cls in type(error).__mro__:
-        if cls in GRPC_STATUS:
-            return getattr(grpc.StatusCode, GRPC_STATUS[cls])
-    return grpc.StatusCode.INTERNAL
+    """The gRPC code of a service error: its class's ``grpc_code`` (INTERNAL by default)."""
+    return getattr(grpc.StatusCode, error.grpc_code)
 
 
 def _rpc(method: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Awaitable[t.Any]]:
