@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = {
     ("reuters", "lstm"): 686_958,
     ("reuters", "stacked_lstm_raw"): 32_946,
+    ("reuters", "lstm_raw"): 12_746,
+    ("reuters", "stacked_simple_rnn_raw"): 9_996,
+    ("imdb", "stacked_simple_rnn"): 328_353,
     ("imdb", "lstm"): 328_353,
     ("imdb", "simple_rnn"): 322_113,
     ("imdb", "stacked_lstm_raw"): 10_608,

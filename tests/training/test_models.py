@@ -19,7 +19,9 @@ from training.models.layers import cudnn_ineligible_reasons, recurrent_layers
 SIMPLE_MODELS = tuple(name for name in MODEL_NAMES if name != "translator")
 CASES = [(name, variant) for name in SIMPLE_MODELS for variant in get_model_module(name).VARIANTS]
 RAW_TEXT_VARIANTS = {
+    ("reuters", "lstm_raw"),
     ("reuters", "stacked_lstm_raw"),
+    ("reuters", "stacked_simple_rnn_raw"),
     ("imdb", "stacked_lstm_raw"),
     ("imdb", "stacked_gru_raw"),
 }
@@ -86,6 +88,44 @@ def test_param_count_matches_the_seed(
         assert get_model_module(name).build_model(variant).count_params() == count
     else:
         assert count == published
+
+
+@pytest.mark.parametrize(
+    ("name", "variant", "layers", "params"),
+    [
+        # The seed's layer stacks and model.summary() totals, layer by layer.
+        ("reuters", "stacked_simple_rnn_raw", ["SimpleRNN", "SimpleRNN", "Dense"], 9_996),
+        ("reuters", "lstm_raw", ["LSTM", "Dense"], 12_746),
+        ("imdb", "stacked_simple_rnn", ["Embedding"] + ["SimpleRNN"] * 4 + ["Dense"], 328_353),
+    ],
+)
+def test_new_seed_variants_have_the_seed_layers_and_params(
+    built: dict[tuple[str, str], keras.Model], name: str, variant: str, layers, params: int
+) -> None:
+    model = built[name, variant]
+    weighted = [layer for layer in model.layers if layer.count_params()]
+    assert [type(layer).__name__ for layer in weighted] == layers
+    assert model.count_params() == params
+    if variant == "lstm_raw" or variant.endswith("simple_rnn_raw"):
+        assert tuple(model.inputs[0].shape) == (None, 49)
+
+
+def test_imdb_stacked_simple_rnn_without_its_head_matches_the_seed_summary(
+    built: dict[tuple[str, str], keras.Model],
+) -> None:
+    model = built["imdb", "stacked_simple_rnn"]
+    head = model.get_layer("probabilities")
+    assert model.count_params() - head.count_params() == 328_320
+
+
+def test_published_results_cover_every_variant() -> None:
+    for name in SIMPLE_MODELS:
+        module = get_model_module(name)
+        assert set(module.PUBLISHED_RESULTS) == set(module.VARIANTS), name
+    imdb = get_model_module("imdb")
+    # No real-data measurement of our own: the best published figure picks the default.
+    published = {v: r for v, r in imdb.PUBLISHED_RESULTS.items() if r is not None}
+    assert imdb.DEFAULT_VARIANT == max(published, key=published.get) == "conv1d"
 
 
 @pytest.mark.parametrize("name", SIMPLE_MODELS)

@@ -11,6 +11,9 @@ Every module (except ``translator``, which has its own richer interface) exposes
 * ``DEFAULT_VARIANT`` and ``VARIANTS``: variant name -> builder ``(Config) -> keras.Model``.
 * ``PUBLISHED_PARAMS``: variant name -> the seed's ``model.summary()`` total
   (``None`` where the seed publishes no figure and Keras' own count is the reference).
+* ``PUBLISHED_RESULTS``: variant name -> the seed's published test metric on the real
+  dataset (accuracy; ``None`` where none is on record). ``python -m training report``
+  compares real-data exports with it.
 * ``build_model(variant, config) -> keras.Model`` (uncompiled).
 
 Every model takes exactly one input whose shape/dtype is the *tensor signature*
