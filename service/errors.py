@@ -26,6 +26,10 @@ class ServingError(BentoMLException):
     def to_json(self) -> dict[str, str]:
         return {"error": self.message}
 
+    def to_headers(self) -> dict[str, str]:
+        """Extra HTTP response headers (e.g. ``Retry-After``)."""
+        return {}
+
 
 class InvalidInput(ServingError):
     """The request is malformed: missing/extra field, wrong type, shape, value."""
@@ -62,6 +66,24 @@ class NotReady(ServingError):
     grpc_code = "UNAVAILABLE"
 
 
+class Overloaded(ServingError):
+    """The model's queue is full: refused at once, before any work (retry after a pause)."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    grpc_code = "RESOURCE_EXHAUSTED"
+    retry_after_s = 1
+
+    def to_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeadlineExceeded(ServingError):
+    """The request's deadline passed before the model could run it."""
+
+    error_code = HTTPStatus.GATEWAY_TIMEOUT
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
 class Unsupported(ServingError):
     """The model cannot answer this kind of request (e.g. gRPC Classify on a forecaster)."""
 
@@ -85,6 +107,8 @@ GRPC_STATUS: dict[type[ServingError], str] = {
         UnsupportedMediaType,
         ModelNotFound,
         NotReady,
+        Overloaded,
+        DeadlineExceeded,
         Unsupported,
         ModelFailure,
     )
