@@ -34,8 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", nargs="?", help="with 'compare': the model whose variants to train")
     parser.add_argument("--variant", help="model variant (default: the model's best one)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default per model)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default per model)")
+    parser.add_argument(
+        "--epochs", type=int, help="epoch budget; early stopping may end sooner (default: recipe)"
+    )
+    parser.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
+    parser.add_argument(
+        "--optimizer", choices=("adam", "rmsprop"), help="optimizer (default: recipe)"
+    )
+    parser.add_argument("--learning-rate", type=float, help="learning rate (default: recipe)")
+    parser.add_argument(
+        "--patience", type=int, help="early-stopping patience in epochs (default: recipe)"
+    )
+    parser.add_argument(
+        "--validation-split", type=float, help="share held out for early stopping (default: recipe)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small data and few epochs (minutes on a laptop)"
     )
@@ -44,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-path", type=Path, help="local dataset file in the upstream format (air-gapped)"
+    )
+    parser.add_argument(
+        "--word-index",
+        type=Path,
+        help="with --data-path (imdb, reuters): Keras' <name>_word_index.json; "
+        "default: the one next to the data file",
     )
     parser.add_argument("--out", type=Path, default=Path("exports"), help="export repository")
     parser.add_argument("--seed", type=int, default=0)
@@ -112,6 +130,29 @@ def _print_summary(results) -> None:
         print(line.format(*row))
 
 
+def _options(args: argparse.Namespace):
+    """The :class:`training.pipeline.TrainOptions` the command line asks for."""
+    from training.pipeline import TrainOptions
+
+    return TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        validation_split=args.validation_split,
+        word_index=args.word_index,
+        quick=args.quick,
+        synthetic=args.synthetic,
+        data_path=args.data_path,
+        out=args.out,
+        seed=args.seed,
+        # A comparison only measures: it does not replace what the service serves.
+        register=not args.no_register and args.target != "compare",
+        synthetic_fallback=args.fallback_synthetic,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -141,20 +182,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "all" and args.data_path:
         print("error: --data-path needs a single model, not 'all'", file=sys.stderr)
         return EXIT_USAGE
+    if args.word_index is not None and args.data_path is None:
+        print("error: --word-index needs --data-path (a local imdb or reuters npz)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.word_index is not None and not args.word_index.is_file():
+        print(f"error: {args.word_index}: no such file", file=sys.stderr)
+        return EXIT_USAGE
     # A folder is fine too: the extracted CIFAR tarball, for instance.
     if args.data_path is not None and not args.data_path.exists():
         print(f"error: {args.data_path}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
 
     from training import data as data_lib
-    from training.pipeline import TrainOptions, UsageError, resolve_variant, train_model
+    from training.pipeline import (
+        UsageError,
+        resolve_recipe,
+        resolve_variant,
+        train_model,
+    )
 
     if args.target != "compare":
         target_names = list(MODEL_NAMES) if args.target == "all" else [args.target]
         names = [(name, args.variant) for name in target_names]
     try:
         for name, variant in names:
-            resolve_variant(name, variant)
+            _, resolved = resolve_variant(name, variant)
+            # Reject bad --learning-rate, --validation-split, ... before any training.
+            resolve_recipe(name, resolved, _options(args))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -170,18 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             return 0
 
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        quick=args.quick,
-        synthetic=args.synthetic,
-        data_path=args.data_path,
-        out=args.out,
-        seed=args.seed,
-        # A comparison only measures: it does not replace what the service serves.
-        register=not args.no_register and args.target != "compare",
-        synthetic_fallback=args.fallback_synthetic,
-    )
+    options = _options(args)
     results = []
     for name, variant in names:
         print(f"=== training {name} {variant or ''} ===", flush=True)

@@ -186,6 +186,9 @@ def load_dataset(
     vocab_size: int = 10000,
     maxlen: int | None = None,
     window: int = 10,
+    test_split: float | None = None,
+    max_length: int | None = None,
+    word_index_path: str | Path | None = None,
 ) -> Dataset:
     """Loads the train and test data of one model.
 
@@ -200,6 +203,12 @@ def load_dataset(
         vocab_size: text only: ids ``>= vocab_size`` become ``OOV``.
         maxlen: text only: row length; defaults to ``DEFAULT_MAXLEN[name]``.
         window: cosine only: past values per sample.
+        test_split: reuters only: the test share of the newswires (default
+            ``KERAS_TEST_SPLIT``), as ``keras.datasets.reuters.load_data(test_split=...)``.
+        max_length: text only: drop sequences of ``max_length`` ids or more (``START``
+            included) before splitting, as ``load_data(maxlen=...)`` does.
+        word_index_path: text with ``data_path`` only: the ``<name>_word_index.json`` to
+            read instead of the one next to ``data_path``.
 
     Returns:
         The dataset; ``extra["warnings"]`` lists what the caller should show the user.
@@ -226,14 +235,16 @@ def load_dataset(
         path = Path(data_path)
         source = str(path)
         if name in ("imdb", "reuters"):
-            splits, word_index = _read_text_file(path, name, vocab_size, warnings)
+            splits, word_index = _read_text_file(
+                path, name, vocab_size, warnings, test_split, max_length, word_index_path
+            )
         elif name == "mnist":
             splits = _read_mnist_file(path)
         else:
             splits = _read_cifar_file(path)
     else:
         source = f"keras.datasets.{_KERAS_NAMES[name]}"
-        splits, word_index = _download(name, vocab_size)
+        splits, word_index = _download(name, vocab_size, test_split, max_length)
     x_train, y_train, x_test, y_test = splits
     if quick:
         x_train, y_train = _random_subset(x_train, y_train, QUICK_REAL[0], rng)
@@ -281,18 +292,22 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _download(name: str, vocab_size: int):
+def _download(name: str, vocab_size: int, test_split=None, max_length=None):
     import keras  # deferred: TensorFlow takes seconds to import and files don't need it
 
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
             word_index = None
             if name == "imdb":
-                train, test = keras.datasets.imdb.load_data(num_words=vocab_size)
+                train, test = keras.datasets.imdb.load_data(
+                    num_words=vocab_size, maxlen=max_length
+                )
                 word_index = keras.datasets.imdb.get_word_index()
             elif name == "reuters":
                 train, test = keras.datasets.reuters.load_data(
-                    num_words=vocab_size, test_split=KERAS_TEST_SPLIT
+                    num_words=vocab_size,
+                    test_split=test_split or KERAS_TEST_SPLIT,
+                    maxlen=max_length,
                 )
                 word_index = keras.datasets.reuters.get_word_index()
             elif name == "mnist":
@@ -418,7 +433,15 @@ def _word_rank_lists(x: np.ndarray, path: Path, name: str, key: str) -> list[np.
     return sequences
 
 
-def _read_text_file(path: Path, name: str, vocab_size: int, warnings: list[str]):
+def _read_text_file(
+    path: Path,
+    name: str,
+    vocab_size: int,
+    warnings: list[str],
+    test_split: float | None = None,
+    max_length: int | None = None,
+    word_index_path: str | Path | None = None,
+):
     """Replays what keras.datasets.{imdb,reuters}.load_data does with the downloaded file."""
     arrays = _read_npz(path, name, [("x_train", "y_train", "x_test", "y_test"), ("x", "y")])
     num_classes = len(LABELS[name])
@@ -439,13 +462,18 @@ def _read_text_file(path: Path, name: str, vocab_size: int, warnings: list[str])
     for split, (x, y) in parts.items():
         order = np.arange(len(y))
         keras_rng.shuffle(order)
-        parts[split] = [encode(x[i]) for i in order], y[order]
+        x, y = [encode(x[i]) for i in order], y[order]
+        if max_length:  # load_data(maxlen=...) keeps sequences shorter than maxlen
+            keep = [i for i, ids in enumerate(x) if len(ids) < max_length]
+            x, y = [x[i] for i in keep], y[keep]
+        parts[split] = x, y
     if "" in parts:
         x, y = parts.pop("")
-        cut = int(len(y) * (1 - KERAS_TEST_SPLIT))
+        cut = int(len(y) * (1 - (test_split or KERAS_TEST_SPLIT)))
         parts = {"_train": (x[:cut], y[:cut]), "_test": (x[cut:], y[cut:])}
     splits = (*parts["_train"], *parts["_test"])
-    return splits, _read_word_index(path, name, vocab_size, warnings)
+    index_path = Path(word_index_path) if word_index_path else None
+    return splits, _read_word_index(path, name, vocab_size, warnings, index_path)
 
 
 def _already_encoded(splits: Iterable[list[np.ndarray]]) -> bool:
@@ -457,8 +485,14 @@ def _already_encoded(splits: Iterable[list[np.ndarray]]) -> bool:
     )
 
 
-def _read_word_index(path: Path, name: str, vocab_size: int, warnings: list[str]):
-    index_path = path.with_name(f"{name}_word_index.json")
+def _read_word_index(
+    path: Path, name: str, vocab_size: int, warnings: list[str], index_path: Path | None = None
+):
+    if index_path is not None:
+        if not index_path.is_file():
+            raise DataError(f"{index_path}: no such file (--word-index)")
+    else:
+        index_path = path.with_name(f"{name}_word_index.json")
     if not index_path.is_file():
         warnings.append(
             f"{index_path} not found: using placeholder words w1..w{vocab_size - INDEX_FROM - 1}, "

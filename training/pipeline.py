@@ -24,19 +24,10 @@ import numpy as np
 from training import data as data_lib
 from training import export as export_lib
 from training import plots
+from training import recipes as recipes_lib
 from training.models import get_model_module
 
 log = logging.getLogger(__name__)
-
-# (epochs, batch size) for a full run and for the quick profile, per model.
-DEFAULT_SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
-    "reuters": {"full": (10, 64), "quick": (6, 64)},
-    "imdb": {"full": (5, 128), "quick": (3, 64)},
-    "cifar": {"full": (10, 64), "quick": (3, 64)},
-    "cosine": {"full": (60, 16), "quick": (30, 16)},
-    "mnist": {"full": (5, 128), "quick": (3, 64)},
-    "translator": {"full": (30, 64), "quick": (8, 64)},
-}
 
 LOSSES = {
     "binary": ("binary_crossentropy", ["accuracy"]),
@@ -52,11 +43,17 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class TrainOptions:
     variant: str | None = None  # None: the model's default variant
-    epochs: int | None = None  # None: DEFAULT_SCHEDULE
+    # None: the recipe's (training.recipes: the seed's for a full run, short for --quick).
+    epochs: int | None = None
     batch_size: int | None = None
+    optimizer: str | None = None  # "adam" or "rmsprop"
+    learning_rate: float | None = None
+    patience: int | None = None
+    validation_split: float | None = None
     quick: bool = False  # small data and few epochs: for make serve, demos and tests
     synthetic: bool = False
     data_path: Path | None = None
+    word_index: Path | None = None  # text: the word_index JSON; None: next to data_path
     out: Path = Path("exports")
     seed: int = 0
     register: bool = True  # also register in the BentoML store
@@ -78,6 +75,9 @@ class TrainResult:
     metrics: dict[str, float]
     history: dict[str, list[float]]
     bento_tag: str | None
+    best_epoch: int = 0  # 1-based epoch whose weights were exported
+    stopped_epoch: int = 0  # 1-based last epoch run (the budget unless early stopping ended it)
+    recipe: recipes_lib.Recipe | None = None
     keras_model: Any = dataclasses.field(default=None, repr=False, compare=False)
     dataset: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -141,17 +141,16 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
         training.data.DataError: the data could not be loaded.
     """
     module, variant = resolve_variant(name, options.variant)
-    keras.utils.set_random_seed(options.seed)
-    schedule = DEFAULT_SCHEDULE[name]["quick" if options.quick else "full"]
-    epochs = options.epochs or schedule[0]
-    batch_size = options.batch_size or schedule[1]
+    seed_everything(options.seed)
+    recipe = resolve_recipe(name, variant, options)
     started = time.perf_counter()
 
     if name == "translator":
-        trained = _train_translator(module, variant, options, epochs, batch_size)
+        trained = _train_translator(module, variant, options, recipe)
     else:
-        trained = _train_keras(module, variant, options, epochs, batch_size)
-    model, dataset, history, metrics, export_module, params, extra_plots = trained
+        trained = _train_keras(module, variant, options, recipe)
+    model, dataset, fit, metrics, export_module, params, extra_plots, config = trained
+    history = fit.history
 
     names = export_lib.SIGNATURES[module.INPUT]
     model_dir = Path(options.out) / name
@@ -159,11 +158,12 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
     version = int(path.name)
     seconds = time.perf_counter() - started
 
-    plots.plot_learning_curves(history, path / "learning_curves.png", f"{name} / {variant}")
+    plots.plot_learning_curves(
+        history, path / "learning_curves.png", f"{name} / {variant}", best_epoch=fit.best_epoch
+    )
     for plot in extra_plots:
         plot(path)
 
-    config = dataclasses.asdict(module.Config())
     if name == "translator":
         # The caps in Config are upper bounds; the model's real id ranges come from the data.
         config.update(
@@ -184,11 +184,14 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
         "labels": list(getattr(dataset, "labels", []) or []),
         "signatures": export_lib.signature_specs(export_module, names),
         "training": {
-            "epochs": epochs,
-            "batch_size": batch_size,
+            "epochs": recipe.epochs,  # the budget; stopped_epoch is how many ran
+            "batch_size": recipe.batch_size,
             "seed": options.seed,
             "quick": options.quick,
             "seconds": round(seconds, 1),
+            "best_epoch": fit.best_epoch,
+            "stopped_epoch": fit.stopped_epoch,
+            "recipe": recipe.as_metadata(),
             "config": config,
         },
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -216,21 +219,103 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
         metrics=metrics,
         history=history,
         bento_tag=tag,
+        best_epoch=fit.best_epoch,
+        stopped_epoch=fit.stopped_epoch,
+        recipe=recipe,
         keras_model=model,
         dataset=dataset,
     )
 
 
-def _train_keras(module, variant, options, epochs, batch_size):
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow, and asks for deterministic ops on CPU.
+
+    On a GPU some kernels have no deterministic implementation and would raise, so
+    determinism is only switched on when TensorFlow sees no GPU.
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
+
+
+def resolve_recipe(name: str, variant: str, options: TrainOptions) -> recipes_lib.Recipe:
+    """The recipe of this run: the model's (full or quick) with the options' overrides.
+
+    Raises:
+        UsageError: an unknown optimizer or an out-of-range value.
+    """
+    try:
+        recipe = recipes_lib.with_overrides(
+            recipes_lib.recipe_for(name, variant, options.quick),
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            optimizer=options.optimizer,
+            learning_rate=options.learning_rate,
+            patience=options.patience,
+            validation_split=options.validation_split,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not 0.0 < recipe.validation_split < 1.0:
+        raise UsageError(f"validation split must be in (0, 1), got {recipe.validation_split}")
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.patience < 0:
+        raise UsageError("epochs and batch size must be >= 1, patience >= 0")
+    if recipe.learning_rate <= 0:
+        raise UsageError(f"learning rate must be > 0, got {recipe.learning_rate}")
+    return recipe
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based; the weights the model holds after fitting
+    stopped_epoch: int  # 1-based last epoch run
+
+
+def fit_with_early_stopping(
+    model: keras.Model, fit, recipe: recipes_lib.Recipe
+) -> FitResult:
+    """Runs ``fit(callbacks=[...])`` with early stopping and reads back the best epoch.
+
+    Args:
+        model: the compiled model ``fit`` trains (it ends with the best epoch's weights).
+        fit: calls ``model.fit`` (or a model's own fit helper) with ``callbacks``.
+        recipe: gives the patience.
+
+    Returns:
+        The history as floats, the best and the last epoch (1-based).
+    """
+    stopper = recipe.early_stopping()
+    result = fit(callbacks=[stopper])
+    history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
+    stopped = len(history.get("loss", []))
+    if "val_loss" in history and stopper.best_weights is not None:
+        best = int(stopper.best_epoch) + 1
+    else:  # no validation data (a toy translator file): the last epoch is kept
+        best = stopped
+    return FitResult(history=history, best_epoch=best, stopped_epoch=stopped)
+
+
+def _train_keras(module, variant, options, recipe):
     config = module.Config()
     model = module.build_model(variant, config)
+    # Variant-specific data (e.g. reuters' raw variants: the seed's num_words and filter).
+    setup = module.data_setup(variant, config) if hasattr(module, "data_setup") else {}
     load_kwargs: dict[str, Any] = {
         "data_path": options.data_path,
         "quick": options.quick,
         "seed": options.seed,
     }
+    vocab_size = setup.pop("vocab_size", getattr(config, "vocab_size", 0))
     if module.INPUT == "text":
-        load_kwargs.update(vocab_size=config.vocab_size, maxlen=int(model.inputs[0].shape[1]))
+        load_kwargs.update(
+            vocab_size=vocab_size,
+            maxlen=int(model.inputs[0].shape[1]),
+            word_index_path=options.word_index,
+            **setup,
+        )
     if module.INPUT == "window":
         load_kwargs.update(window=int(model.inputs[0].shape[1]))
     dataset = _load_with_fallback(
@@ -242,25 +327,27 @@ def _train_keras(module, variant, options, epochs, batch_size):
     x_train = _to_model_inputs(module, dataset.x_train)
     x_test = _to_model_inputs(module, dataset.x_test)
     loss, metric_names = LOSSES[module.TASK]
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metric_names)
-    fit = model.fit(
-        x_train,
-        dataset.y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_split=0.1,
-        shuffle=True,
-        verbose=2 if options.quick else 1,
+    model.compile(optimizer=recipe.make_optimizer(), loss=loss, metrics=metric_names)
+    fit = fit_with_early_stopping(
+        model,
+        lambda callbacks: model.fit(
+            x_train,
+            dataset.y_train,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            validation_split=recipe.validation_split,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=2 if options.quick else 1,
+        ),
+        recipe,
     )
     scores = model.evaluate(x_test, dataset.y_test, batch_size=256, verbose=0, return_dict=True)
     if module.TASK == "regression":
         metrics = {"mse": float(scores["loss"]), "mae": float(scores["mae"])}
     else:
         metrics = {"accuracy": float(scores["accuracy"]), "loss": float(scores["loss"])}
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    export_module = export_lib.build_export_module(
-        module.INPUT, model, dataset, getattr(config, "vocab_size", 0)
-    )
+    export_module = export_lib.build_export_module(module.INPUT, model, dataset, vocab_size)
     extra_plots = []
     if module.TASK == "regression":
         prediction = model.predict(x_test, verbose=0).reshape(-1)
@@ -271,10 +358,17 @@ def _train_keras(module, variant, options, epochs, batch_size):
             )
 
         extra_plots.append(forecast_plot)
-    return model, dataset, history, metrics, export_module, model.count_params(), extra_plots
+    metadata_config = dataclasses.asdict(config)
+    if module.INPUT == "text":
+        # What the exported signature accepts: the service range-checks token ids with it.
+        metadata_config["vocab_size"] = vocab_size
+    return (
+        model, dataset, fit, metrics, export_module, model.count_params(), extra_plots,
+        metadata_config,
+    )
 
 
-def _train_translator(module, variant, options, epochs, batch_size):
+def _train_translator(module, variant, options, recipe):
     config = module.Config()
     dataset = _load_with_fallback(
         lambda synthetic: module.load_pairs(
@@ -287,15 +381,23 @@ def _train_translator(module, variant, options, epochs, batch_size):
         options,
     )
     model = module.build_model(variant, config, dataset)
-    fit = module.fit(
+    fit = fit_with_early_stopping(
         model,
-        dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=options.seed,
-        verbose=2 if options.quick else "auto",
+        lambda callbacks: module.fit(
+            model,
+            dataset,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            seed=options.seed,
+            learning_rate=recipe.learning_rate,
+            verbose=2 if options.quick else "auto",
+            callbacks=callbacks,
+        ),
+        recipe,
     )
     metrics = {k: float(v) for k, v in module.evaluate(model, dataset).items()}
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     export_module = module.make_export_module(model, dataset)
-    return model, dataset, history, metrics, export_module, model.count_params(), []
+    return (
+        model, dataset, fit, metrics, export_module, model.count_params(), [],
+        dataclasses.asdict(config),
+    )

@@ -131,6 +131,8 @@ def test_metadata_is_complete(trained, name):
     assert metadata["version"] == result.version
     assert "serving_default" in metadata["signatures"]
     assert metadata["params"] == result.keras_model.count_params()
+    training = metadata["training"]
+    assert 1 <= training["best_epoch"] <= training["stopped_epoch"] <= training["epochs"]
     assert (result.export_path / "learning_curves.png").stat().st_size > 1000
     if name == "cosine":
         assert (result.export_path / "forecast.png").stat().st_size > 1000

@@ -73,6 +73,22 @@ def is_raw(variant: str) -> bool:
     return variant.endswith("_raw")
 
 
+def data_setup(variant: str, config: Config) -> dict[str, int | float]:
+    """``training.data.load_dataset`` arguments of ``variant`` beyond the defaults.
+
+    The raw variants reproduce the seed's ``reuters.load_data(num_words=30000, maxlen=50,
+    test_split=0.3)``: only newswires shorter than 50 ids (``START`` included) are kept, so
+    post-padding to the longest gives the seed's ``(49, 1)`` inputs.
+    """
+    if not is_raw(variant):
+        return {}
+    return {
+        "vocab_size": config.raw_vocab_size,
+        "max_length": config.raw_maxlen + 1,
+        "test_split": config.raw_test_split,
+    }
+
+
 DEFAULT_VARIANT = "lstm"
 VARIANTS = {
     "lstm": build_lstm,

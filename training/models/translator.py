@@ -221,6 +221,7 @@ def fit(
     seed: int,
     learning_rate: float = LEARNING_RATE,
     verbose: int | str = "auto",
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> keras.callbacks.History:
     """Compiles and trains with teacher forcing, holding out 10% of the training pairs.
 
@@ -232,6 +233,7 @@ def fit(
         seed: seeds the shuffling (seed Keras before :func:`build_model` for the weights).
         learning_rate: Adam's.
         verbose: Keras' ``fit`` verbosity (progress bars by default).
+        callbacks: Keras callbacks, e.g. early stopping on ``val_loss``.
 
     Returns:
         The Keras history (``loss``, ``token_accuracy`` and their ``val_`` twins).
@@ -249,6 +251,7 @@ def fit(
         validation_split=validation_split,
         shuffle=True,
         verbose=verbose,
+        callbacks=callbacks,
     )
 
 
