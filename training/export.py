@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as data_lib
+from training.models.cosine import MAX_HORIZON
 
 # Whether the tensor signature is compiled with XLA. XLA compiles once per input shape, so
 # the service pads batches to a few fixed sizes and warms each of them up at start-up.
@@ -110,30 +111,53 @@ class ImageClassifierExport(tf.Module):
 
 
 class ForecasterExport(tf.Module):
-    """A window of past values -> the next value."""
+    """A window of past values -> the next value, or the next ``max_horizon`` values.
 
-    def __init__(self, model: keras.Model):
+    ``forecast_steps`` runs the recursive forecast inside the graph, so a whole horizon
+    costs one call instead of one per step: step k feeds the previous predictions back
+    into the window (``window = concat(window[:, 1:], [prediction])``), exactly as the
+    service does with the one-step signature. A client wanting fewer steps takes a prefix.
+    """
+
+    def __init__(self, model: keras.Model, max_horizon: int = MAX_HORIZON):
         super().__init__()
         self.model = model
+        self.max_horizon = max_horizon
         window = int(model.inputs[0].shape[1])
+        spec = tf.TensorSpec([None, window], tf.float32, name="window")
         self.serving_default = tf.function(
-            self._forecast,
-            input_signature=[tf.TensorSpec([None, window], tf.float32, name="window")],
-            jit_compile=JIT_COMPILE,
+            self._forecast, input_signature=[spec], jit_compile=JIT_COMPILE
         )
-        self.forecast = tf.function(
-            self._forecast,
-            input_signature=[tf.TensorSpec([None, window], tf.float32, name="window")],
+        self.forecast = tf.function(self._forecast, input_signature=[spec])
+        # XLA compiles the loop with the model inside it (a while op over fused steps).
+        self.forecast_steps = tf.function(
+            self._forecast_steps, input_signature=[spec], jit_compile=JIT_COMPILE
         )
 
     def _forecast(self, window):
         return {"forecast": tf.reshape(self.model(window, training=False), [-1])}
 
+    def _forecast_steps(self, window):
+        def step(k, window, forecasts):
+            prediction = tf.reshape(self.model(window, training=False), [-1])
+            window = tf.concat([window[:, 1:], prediction[:, None]], axis=1)
+            return k + 1, window, forecasts.write(k, prediction)
+
+        forecasts = tf.TensorArray(tf.float32, size=self.max_horizon, element_shape=[None])
+        _, _, forecasts = tf.while_loop(
+            lambda k, *_: k < self.max_horizon,
+            step,
+            (tf.constant(0), window, forecasts),
+            maximum_iterations=self.max_horizon,
+        )
+        steps = tf.transpose(forecasts.stack())  # [max_horizon, batch] -> [batch, max_horizon]
+        return {"forecast": tf.ensure_shape(steps, [None, self.max_horizon])}
+
 
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "text": ("serving_default", "predict_text"),
     "image": ("serving_default", "predict_images"),
-    "window": ("serving_default", "forecast"),
+    "window": ("serving_default", "forecast", "forecast_steps"),
     "sentences": ("serving_default", "translate"),
 }
 

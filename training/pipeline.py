@@ -183,6 +183,8 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
         "metrics": metrics,
         "labels": list(getattr(dataset, "labels", []) or []),
         "signatures": export_lib.signature_specs(export_module, names),
+        # Forecasters only: steps of the forecast_steps signature's output.
+        **({"max_horizon": export_module.max_horizon} if module.INPUT == "window" else {}),
         "training": {
             "epochs": recipe.epochs,  # the budget; stopped_epoch is how many ran
             "batch_size": recipe.batch_size,

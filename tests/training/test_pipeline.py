@@ -7,6 +7,7 @@ pipeline works, not how good the models are on the real datasets.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from training import data as data_lib
 from training.models import MODEL_NAMES
+from training.models.cosine import MAX_HORIZON
 from training.pipeline import TrainOptions, UsageError, train_model
 
 # What "beats chance by a clear margin" means on each model's synthetic data.
@@ -105,6 +107,48 @@ def test_image_signature_accepts_uint8(trained):
     by_uint8 = loaded.signatures["predict_images"](images=tf.constant(images, tf.uint8))
     by_float = loaded.signatures["serving_default"](pixels=tf.constant(images / 255.0, tf.float32))
     np.testing.assert_allclose(by_uint8["probabilities"], by_float["probabilities"], atol=1e-6)
+
+
+def test_forecast_steps_equals_recursive_one_step_calls(trained):
+    """The in-graph 100-step forecast is the service's loop of one-step calls, in one call."""
+    result = trained["cosine"]
+    loaded = tf.saved_model.load(str(result.export_path))
+    windows = result.dataset.x_test[:5]
+
+    steps = loaded.signatures["forecast_steps"](window=tf.constant(windows))["forecast"].numpy()
+
+    one_step = loaded.signatures["forecast"]
+    window, expected = windows, []
+    for _ in range(MAX_HORIZON):
+        prediction = one_step(window=tf.constant(window))["forecast"].numpy()
+        expected.append(prediction)
+        window = np.concatenate([window[:, 1:], prediction[:, None]], axis=1)
+    assert steps.shape == (5, MAX_HORIZON) == (5, 100)
+    np.testing.assert_allclose(steps, np.stack(expected, axis=1), rtol=1e-4, atol=1e-4)
+    metadata = json.loads((result.export_path / "metadata.json").read_text())
+    assert metadata["max_horizon"] == MAX_HORIZON
+    assert metadata["signatures"]["forecast_steps"] == {
+        "inputs": {"window": {"dtype": "float32", "shape": [None, 10]}},
+        "outputs": {"forecast": {"dtype": "float32", "shape": [None, MAX_HORIZON]}},
+    }
+
+    # Cost, reported rather than asserted (timings are machine-dependent).
+    def best_of(call, repeat=5):
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    batch = tf.constant(windows[:1])
+    loop_s = best_of(lambda: [one_step(window=batch) for _ in range(MAX_HORIZON)], repeat=2)
+    steps_s = best_of(lambda: loaded.signatures["forecast_steps"](window=batch))
+    single_s = best_of(lambda: loaded.signatures["serving_default"](window=batch))
+    print(
+        f"\ncosine, batch 1: forecast_steps {steps_s * 1e3:.2f} ms; one serving_default call "
+        f"{single_s * 1e3:.2f} ms; {MAX_HORIZON} one-step forecast calls {loop_s * 1e3:.1f} ms"
+    )
 
 
 def test_translator_translates_in_one_call(trained):

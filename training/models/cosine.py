@@ -13,6 +13,11 @@ TASK = "regression"
 INPUT = "window"
 
 
+# Steps of the in-graph recursive forecast (the export's ``forecast_steps`` signature);
+# the service's default SERVICE_MAX_HORIZON is the same 100.
+MAX_HORIZON = 100
+
+
 @dataclass(frozen=True)
 class Config:
     window: int = 10  # past values the model sees; the input shape is (batch, window)
