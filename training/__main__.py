@@ -6,6 +6,7 @@ Typical usage::
     python -m training all --synthetic --quick --out exports
     python -m training translator --data-path ~/Downloads/deu.txt
     python -m training list --json
+    python -m training report --out exports
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "target",
         help=f"one of {', '.join(MODEL_NAMES)}, 'all' (default variant of each), 'list', "
-        "or 'compare' (every variant of --model, to pick a default by measurement)",
+        "'compare' (every variant of --model, to pick a default by measurement), or 'report' "
+        "(every export in --out and the BentoML store against the seeds' published results)",
     )
     parser.add_argument("model", nargs="?", help="with 'compare': the model whose variants to train")
     parser.add_argument("--variant", help="model variant (default: the model's best one)")
@@ -66,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("exports"), help="export repository")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--no-register", action="store_true", help="do not register in the BentoML store"
+        "--no-register",
+        action="store_true",
+        help="do not register in the BentoML store (with 'report': do not read it)",
     )
     parser.add_argument(
         "--if-missing",
@@ -130,6 +134,16 @@ def _print_summary(results) -> None:
         print(line.format(*row))
 
 
+def _report(out: Path, include_store: bool) -> int:
+    from training.report import collect_exports, markdown_table, write_report
+
+    rows = collect_exports(out, include_store=include_store)
+    markdown, png = write_report(rows, out)
+    print(markdown_table(rows), end="")
+    print(f"\n{len(rows)} exports; written {markdown} and {png}")
+    return 0
+
+
 def _options(args: argparse.Namespace):
     """The :class:`training.pipeline.TrainOptions` the command line asks for."""
     from training.pipeline import TrainOptions
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.target == "list":
         return _list_variants(args.json)
+    if args.target == "report":
+        return _report(args.out, include_store=not args.no_register)
     if args.target == "compare":
         if args.model not in MODEL_NAMES:
             print(f"error: compare needs a model: one of {', '.join(MODEL_NAMES)}", file=sys.stderr)

@@ -69,7 +69,7 @@ def plot_report(
         path: the PNG to write.
         metric: the axis label.
     """
-    height = max(2.5, 0.45 * len(bars) + 1.2)
+    height = max(3.0, 0.45 * len(bars) + 1.8)
     fig, ax = plt.subplots(figsize=(9, height))
     rows = np.arange(len(bars))
     for row, (label, ours, published, synthetic) in zip(rows, bars):
@@ -87,12 +87,15 @@ def plot_report(
             ax.text(published, row + 0.2, f" {published:.3f}", va="center")
     ax.set_yticks(rows, [label for label, *_ in bars])
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.15)
+    ax.set_xlim(0, 1.3)  # room for the value labels
     ax.set_xlabel(f"test {metric}")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="lower right")
+        ax.legend(
+            unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.18),
+            ncol=3, frameon=False,
+        )
     if not bars:
         ax.text(0.5, 0.5, f"no export with a test {metric}", ha="center", transform=ax.transAxes)
     ax.grid(axis="x", alpha=0.3)

@@ -75,6 +75,8 @@ def test_list_json_has_every_variant_with_params():
         (["imdb", "--variant", "transformer"], "unknown variant 'transformer'"),
         (["all", "--variant", "lstm"], "--variant needs a single model"),
         (["imdb", "--data-path", "/nonexistent/imdb.npz"], "/nonexistent/imdb.npz"),
+        (["imdb", "--word-index", "imdb_word_index.json"], "--word-index needs --data-path"),
+        (["imdb", "--learning-rate", "0"], "learning rate must be > 0"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, message):

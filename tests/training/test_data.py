@@ -235,6 +235,41 @@ def test_text_file_is_processed_like_keras(name, write, tmp_path, keras_datasets
     assert ds.y_train.dtype == np.int64 and ds.x_train.dtype == np.int32
 
 
+def test_reuters_raw_setup_is_processed_like_keras(tmp_path, keras_datasets, monkeypatch):
+    """The seed's load_data(num_words, maxlen, test_split): long newswires dropped, 70/30."""
+    path = tmp_path / "reuters.npz"
+    _write_raw_reuters(path)
+    module = keras_datasets["reuters"]
+    monkeypatch.setattr(module, "get_file", lambda *args, **kwargs: str(path))
+    (kx_train, ky_train), (kx_test, ky_test) = module.load_data(
+        num_words=20, maxlen=5, test_split=0.3
+    )
+
+    ds = load_dataset(
+        "reuters", data_path=path, vocab_size=20, maxlen=4, max_length=5, test_split=0.3
+    )
+    assert len(ds.y_train) + len(ds.y_test) < len(RANKS_TRAIN + RANKS_TEST)  # some dropped
+    np.testing.assert_array_equal(ds.x_train, pad(kx_train, 4))
+    np.testing.assert_array_equal(ds.x_test, pad(kx_test, 4))
+    np.testing.assert_array_equal(ds.y_train, ky_train)
+    np.testing.assert_array_equal(ds.y_test, ky_test)
+
+
+def test_word_index_path_overrides_the_sibling(tmp_path):
+    path = tmp_path / "imdb.npz"
+    _write_raw_imdb(path)
+    (tmp_path / "imdb_word_index.json").write_text(json.dumps({"sibling": 1}))
+    chosen = tmp_path / "elsewhere" / "my_index.json"
+    chosen.parent.mkdir()
+    chosen.write_text(json.dumps({"the": 1, "and": 2}))
+
+    ds = load_dataset("imdb", data_path=path, vocab_size=50, maxlen=8, word_index_path=chosen)
+    assert ds.word_index == {"the": 1, "and": 2}
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset("imdb", data_path=path, vocab_size=50, maxlen=8,
+                     word_index_path=tmp_path / "missing.json")
+
+
 def test_text_file_word_index_sibling_or_placeholder(tmp_path):
     path = tmp_path / "imdb.npz"
     _write_raw_imdb(path)
