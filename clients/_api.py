@@ -6,7 +6,8 @@ the requests to send, receive the decoded responses and return the result types.
 no I/O, so the same logic drives the blocking and the asyncio clients: `SyncAPI` and
 `AsyncAPI` below only add the loop that sends what the generator yields. Errors from a
 request are thrown back into the generator, which may handle them (health probes,
-optional label lookups) or let them propagate.
+optional label lookups) or let them propagate. The shared tensor codec's `TensorError`
+(a dtype or shape a `TensorProto` cannot carry) leaves both loops as `InvalidInput`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from clients.errors import ClientError
+from clients.errors import ClientError, InvalidInput
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -26,6 +27,7 @@ from clients.types import (
     TopicPrediction,
     Translation,
 )
+from tfserving_api.tensors import TensorError
 
 T = TypeVar("T")
 Op = Generator[Any, Any, T]  # yields requests, is sent responses, returns a result
@@ -63,6 +65,8 @@ def run(op: Op[T], send: Callable[[Any], Any]) -> T:
                 request = op.send(response)
     except StopIteration as done:
         return done.value
+    except TensorError as error:
+        raise InvalidInput(str(error)) from None
 
 
 async def run_async(op: Op[T], send: Callable[[Any], Awaitable[Any]]) -> T:
@@ -78,6 +82,8 @@ async def run_async(op: Op[T], send: Callable[[Any], Awaitable[Any]]) -> T:
                 request = op.send(response)
     except StopIteration as done:
         return done.value
+    except TensorError as error:
+        raise InvalidInput(str(error)) from None
 
 
 class SyncAPI:

@@ -21,7 +21,6 @@ import numpy as np
 from clients import _inputs
 from clients._api import Op
 from clients.errors import ClientError, DeadlineExceeded, InvalidInput, ServerError, Unavailable
-from clients.tensors import as_array, dtype_for
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -36,6 +35,7 @@ from clients.types import (
     Translation,
     VersionStatus,
 )
+from tfserving_api.tensors import TensorError, as_array, dtype_for
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -137,7 +137,7 @@ def _from_json(value: Any, spec: TensorSpec | None) -> np.ndarray:
     if spec is not None:
         try:
             return np.asarray(value, dtype=dtype_for(spec.dtype).numpy)
-        except InvalidInput:
+        except TensorError:
             pass  # a dtype outside our table: leave it as JSON gave it
     array = np.asarray(value)
     return array.astype(object) if array.dtype.kind == "U" else array
@@ -155,7 +155,7 @@ def _tensor_spec(info: Mapping[str, Any]) -> TensorSpec:
     dtype = info.get("dtype", "DT_INVALID")
     try:
         name = dtype_for(dtype).name
-    except InvalidInput:
+    except TensorError:
         name = dtype.removeprefix("DT_").lower()
     return TensorSpec(name, shape)
 

@@ -23,18 +23,7 @@ import numpy as np
 
 from clients import _inputs
 from clients._api import Op
-from clients._proto.grpc_health.v1 import health_pb2
-from clients._proto.tensorflow.core.framework import tensor_pb2, types_pb2
-from clients._proto.tensorflow.core.protobuf import meta_graph_pb2
-from clients._proto.tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    predict_pb2,
-    status_pb2,
-)
 from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerError, Unavailable
-from clients.tensors import BY_ENUM, shape_of, to_ndarray, to_tensor_proto
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -50,6 +39,17 @@ from clients.types import (
     sentiment_result,
     top_scores,
 )
+from tfserving_api._proto.grpc_health.v1 import health_pb2
+from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from tfserving_api._proto.tensorflow.core.protobuf import meta_graph_pb2
+from tfserving_api._proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+    status_pb2,
+)
+from tfserving_api.tensors import BY_ENUM, shape_of, to_ndarray, to_tensor_proto
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 LABELS_FIELD = "labels"

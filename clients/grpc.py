@@ -4,7 +4,7 @@
 and return the same `clients.types` results, but talk only to
 `tensorflow.serving.PredictionService` / `ModelService` and `grpc.health.v1.Health`, so
 they also work against a real TF Serving (minus label names, see `clients._tfs`). The
-protos are the client's own copy (`clients._proto`): no TensorFlow needed. One channel
+protos are the TF-free copy in `tfserving_api._proto`: no TensorFlow needed. One channel
 per client is reused across calls; close it with `with` / `async with` or `close()`.
 Failed calls raise `clients.errors.ClientError` subclasses; UNAVAILABLE is retried with
 exponential backoff (`clients.retry.RetryPolicy`).
@@ -36,14 +36,14 @@ from typing import Any, TypeVar
 import grpc
 
 from clients._api import AsyncAPI, Op, SyncAPI, run, run_async
-from clients._proto.grpc_health.v1 import health_pb2_grpc
-from clients._proto.tensorflow_serving.apis import (
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
-)
 from clients._tfs import Rpc, TFServingProtocol
 from clients.errors import from_rpc_error
 from clients.retry import RetryPolicy, call_with_retries, call_with_retries_async
+from tfserving_api._proto.grpc_health.v1 import health_pb2_grpc
+from tfserving_api._proto.tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 __all__ = ["AsyncClient", "Client", "DEFAULT_TARGET"]
 

@@ -5,10 +5,11 @@ request's ``TensorProto`` inputs (or ``tf.Example`` lists, for Classify/Regress)
 signature, and encode runner rows back into ``TensorProto`` outputs, ``SignatureDefMap``
 metadata and classification/regression results.
 
-The protos are the client library's copy (``clients._proto``, a private descriptor pool, the
-same wire format) and ``clients.tensors`` is the numpy <-> TensorProto table, so the gateway
-never imports TensorFlow: ``tensorflow_serving.apis`` would pull all of it in (~600 MB and
-several seconds per gateway worker) only to parse messages.
+The protos come from the protocol package shared with the clients (``tfserving_api._proto``,
+a private descriptor pool, the same wire format) and ``tfserving_api.tensors`` is the
+numpy <-> TensorProto table, so the gateway never imports TensorFlow:
+``tensorflow_serving.apis`` would pull all of it in (~600 MB and several seconds per gateway
+worker) only to parse messages.
 
 Typical usage::
 
@@ -27,19 +28,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients._proto.tensorflow.core.framework import types_pb2
-from clients._proto.tensorflow.core.protobuf import meta_graph_pb2
-from clients._proto.tensorflow_serving.apis import (
+from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
+from service.errors import InvalidInput, PayloadTooLarge, Unsupported
+from service.inputs import check_batch
+from tfserving_api._proto.tensorflow.core.framework import types_pb2
+from tfserving_api._proto.tensorflow.core.protobuf import meta_graph_pb2
+from tfserving_api._proto.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     regression_pb2,
 )
-from clients.errors import ClientError
-from clients.tensors import BY_ENUM, TensorProto, dtype_for, shape_of, shape_proto, to_ndarray
-from clients.tensors import to_tensor_proto as _to_tensor_proto
-from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
-from service.errors import InvalidInput, PayloadTooLarge, Unsupported
-from service.inputs import check_batch
+from tfserving_api.tensors import (
+    BY_ENUM,
+    TensorError,
+    TensorProto,
+    dtype_for,
+    shape_of,
+    shape_proto,
+    to_ndarray,
+)
+from tfserving_api.tensors import to_tensor_proto as _to_tensor_proto
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -109,8 +117,8 @@ def decode_input(
         raise PayloadTooLarge(f"{field}: {math.prod(shape)} elements exceed the request cap")
     try:
         array = to_ndarray(proto)
-    except ClientError as exc:
-        raise InvalidInput(f"{field}: {exc.message}") from None
+    except TensorError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
     if array.dtype.kind == "f" and spec.dtype != "string" and np.dtype(spec.dtype).kind == "f":
         # Cast before the finiteness check: a float64 beyond float32's range becomes inf.
         with np.errstate(over="ignore"):

@@ -41,15 +41,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from clients._proto.tensorflow_serving.apis import (
+from service import grpc_codec as codec
+from service.config import _int
+from service.grpc_servicers import Models, ModelServicer, PredictionServicer
+from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
-from service import grpc_codec as codec
-from service.config import _int
-from service.grpc_servicers import Models, ModelServicer, PredictionServicer
 
 logger = logging.getLogger("bentoml.keras_serving.grpc")
 

@@ -23,16 +23,6 @@ import typing as t
 
 import grpc
 
-from clients._proto.tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
 from service import grpc_codec as codec
 from service.dispatch import ModelClient, track
 from service.errors import (
@@ -41,6 +31,16 @@ from service.errors import (
     NotReady,
     PayloadTooLarge,
     ServingError,
+)
+from tfserving_api._proto.tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 logger = logging.getLogger("bentoml.keras_serving.grpc")

@@ -1,19 +1,29 @@
 """numpy <-> `tensorflow.TensorProto` without TensorFlow, through one dtype table.
 
-`to_tensor_proto` is the client's `tf.make_tensor_proto` and `to_ndarray` its
-`tf.make_ndarray`: numeric arrays travel as little-endian `tensor_content` bytes (what
-TensorFlow itself sends); decoding also accepts the typed ``*_val`` fields, including
-TensorFlow's "repeat the last value" shorthand. Strings are `DT_STRING` and come back
-as an object array of `bytes`, as in TensorFlow.
+`to_tensor_proto` is `tf.make_tensor_proto` and `to_ndarray` is `tf.make_ndarray` for
+processes that must not import TensorFlow (the clients and the gateway): numeric arrays
+travel as little-endian `tensor_content` bytes (what TensorFlow itself sends); decoding also
+accepts the typed ``*_val`` fields, including TensorFlow's "repeat the last value"
+shorthand. Strings are `DT_STRING` and come back as an object array of `bytes`, as in
+TensorFlow. Anything the table cannot carry raises `TensorError` (a `ValueError`); callers
+translate it into their own error types.
+
+`DTYPES` is the one dtype table of the project: TensorFlow / numpy name (``"float32"``),
+``DataType`` enum and name (``DT_FLOAT``), numpy dtype and ``TensorProto`` field.
 
 Typical usage::
 
     import numpy as np
-    from clients.tensors import to_ndarray, to_tensor_proto
+    from tfserving_api.tensors import DT_NAMES, TensorError, to_ndarray, to_tensor_proto
 
     proto = to_tensor_proto(np.zeros((2, 10), np.float32))
     array = to_ndarray(proto)
     texts = to_tensor_proto(["a film", "another one"])   # DT_STRING, utf-8
+    DT_NAMES["float32"]                                   # "DT_FLOAT"
+    try:
+        to_tensor_proto(np.zeros(2, "datetime64[s]"))
+    except TensorError as e:
+        print(e)                                          # unsupported dtype ...
 """
 
 from __future__ import annotations
@@ -23,10 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from clients._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from clients.errors import InvalidInput
+from tfserving_api._proto.tensorflow.core.framework import (
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
 
 TensorProto = tensor_pb2.TensorProto
+
+
+class TensorError(ValueError):
+    """A value or a ``TensorProto`` this module cannot convert: a dtype outside `DTYPES`, a
+    shape that is not fully defined, content that does not match its shape."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,8 @@ BY_ENUM: dict[int, DType] = {d.enum: d for d in DTYPES}
 BY_NAME: dict[str, DType] = {d.name: d for d in DTYPES}
 _BY_NUMPY: dict[np.dtype, DType] = {d.numpy: d for d in DTYPES if d.name != "string"}
 STRING = BY_NAME["string"]
+# TF name -> DataType name ("float32" -> "DT_FLOAT"), as TF Serving's REST metadata spells it.
+DT_NAMES: dict[str, str] = {d.name: types_pb2.DataType.Name(d.enum) for d in DTYPES}
 
 
 def dtype_for(value: np.dtype | str | type) -> DType:
@@ -73,7 +93,7 @@ def dtype_for(value: np.dtype | str | type) -> DType:
     name (``"DT_FLOAT"``).
 
     Raises:
-        InvalidInput: for dtypes TensorProto cannot carry here (bfloat16, datetimes...).
+        TensorError: for dtypes TensorProto cannot carry here (bfloat16, datetimes...).
     """
     if isinstance(value, str):
         if value in BY_NAME:
@@ -85,12 +105,12 @@ def dtype_for(value: np.dtype | str | type) -> DType:
     try:
         dtype = np.dtype(value)
     except TypeError:
-        raise InvalidInput(f"unsupported dtype {value!r}") from None
+        raise TensorError(f"unsupported dtype {value!r}") from None
     if dtype.kind in "OSU":
         return STRING
     row = _BY_NUMPY.get(dtype.newbyteorder("="))
     if row is None:
-        raise InvalidInput(f"unsupported dtype {dtype} for a TensorProto")
+        raise TensorError(f"unsupported dtype {dtype} for a TensorProto")
     return row
 
 
@@ -115,7 +135,7 @@ def _encode_string(item: Any) -> bytes:
         return item.encode("utf-8")
     if isinstance(item, np.bytes_):
         return bytes(item)
-    raise InvalidInput(f"a string tensor holds str or bytes, got {type(item).__name__}")
+    raise TensorError(f"a string tensor holds str or bytes, got {type(item).__name__}")
 
 
 def to_tensor_proto(
@@ -133,7 +153,7 @@ def to_tensor_proto(
         The proto, with a fully defined shape.
 
     Raises:
-        InvalidInput: if the dtype is unsupported or the values do not fit it.
+        TensorError: if the dtype is unsupported or the values do not fit it.
     """
     array = as_array(value)
     row = dtype_for(dtype if dtype is not None else array.dtype)
@@ -145,7 +165,7 @@ def to_tensor_proto(
     try:
         array = array.astype(row.numpy, copy=False)
     except (TypeError, ValueError) as e:
-        raise InvalidInput(f"cannot convert to {row.name}: {e}") from None
+        raise TensorError(f"cannot convert to {row.name}: {e}") from None
     if use_tensor_content:
         proto.tensor_content = array.astype(row.numpy.newbyteorder("<"), copy=False).tobytes()
     else:
@@ -174,7 +194,7 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     """The numpy array a TensorProto holds (strings as an object array of bytes).
 
     Raises:
-        InvalidInput: for dtypes outside the table, unknown shapes, or a content size
+        TensorError: for dtypes outside the table, unknown shapes, or a content size
             that does not match the shape.
     """
     row = BY_ENUM.get(proto.dtype)
@@ -184,10 +204,10 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
             if proto.dtype in types_pb2.DataType.values()
             else proto.dtype
         )
-        raise InvalidInput(f"unsupported tensor dtype {name}")
+        raise TensorError(f"unsupported tensor dtype {name}")
     shape = shape_of(proto.tensor_shape)
     if shape is None or None in shape:
-        raise InvalidInput(f"tensor has no fully defined shape: {proto.tensor_shape}")
+        raise TensorError(f"tensor has no fully defined shape: {proto.tensor_shape}")
     size = int(np.prod(shape, dtype=np.int64))
     if row is STRING:
         items = (
@@ -200,7 +220,7 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     elif proto.tensor_content:
         wire = row.numpy.newbyteorder("<")
         if len(proto.tensor_content) != size * wire.itemsize:
-            raise InvalidInput(
+            raise TensorError(
                 f"tensor_content has {len(proto.tensor_content)} bytes, "
                 f"shape {list(shape)} of {row.name} needs {size * wire.itemsize}"
             )
@@ -222,7 +242,7 @@ def _decode_string_list(content: bytes, count: int) -> list[bytes]:
         length = shift = 0
         while True:
             if pos >= len(content):
-                raise InvalidInput("truncated string tensor_content")
+                raise TensorError("truncated string tensor_content")
             byte = content[pos]
             pos += 1
             length |= (byte & 0x7F) << shift
@@ -235,7 +255,7 @@ def _decode_string_list(content: bytes, count: int) -> list[bytes]:
         items.append(content[pos : pos + length])
         pos += length
     if pos != len(content):
-        raise InvalidInput("string tensor_content does not match its shape")
+        raise TensorError("string tensor_content does not match its shape")
     return items
 
 
@@ -244,7 +264,7 @@ def _fill(values: np.ndarray, size: int, row: DType) -> np.ndarray:
     if len(values) == size:
         return values
     if len(values) > size:
-        raise InvalidInput(f"{row.field} has {len(values)} values for {size} elements")
+        raise TensorError(f"{row.field} has {len(values)} values for {size} elements")
     if len(values) == 0:
         filled = np.empty(size, dtype=row.numpy)
         filled[:] = b"" if row is STRING else 0

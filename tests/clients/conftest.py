@@ -17,16 +17,16 @@ import httpx
 import numpy as np
 import pytest
 
-from clients._proto.grpc_health.v1 import health_pb2, health_pb2_grpc
-from clients._proto.tensorflow.core.protobuf import meta_graph_pb2
-from clients._proto.tensorflow_serving.apis import (
+from tfserving_api._proto.grpc_health.v1 import health_pb2, health_pb2_grpc
+from tfserving_api._proto.tensorflow.core.protobuf import meta_graph_pb2
+from tfserving_api._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from clients.tensors import dtype_for, shape_proto, to_ndarray, to_tensor_proto
+from tfserving_api.tensors import dtype_for, shape_proto, to_ndarray, to_tensor_proto
 
 LABELS = {
     "reuters": ["cocoa", "grain", "oil", "earn"],

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import FakeTFServing
 
-from clients._proto.tensorflow_serving.apis import (
+from clients.errors import DeadlineExceeded, Unavailable
+from clients.grpc import Client, parse_target
+from tfserving_api._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     prediction_service_pb2_grpc,
 )
-from clients.errors import DeadlineExceeded, Unavailable
-from clients.grpc import Client, parse_target
-from clients.tensors import to_ndarray
+from tfserving_api.tensors import to_ndarray
 
 
 def _calls(servicer, method: str) -> list:

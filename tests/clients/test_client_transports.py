@@ -208,6 +208,8 @@ def test_unknown_model_is_model_not_found(call) -> None:
         ("forecast", ([0.0] * 10,), {"horizon": 0}, "horizon"),
         ("translate", ("hello",), {}, "sentences must be a list"),
         ("predict", ("cosine", {}), {}, "inputs is empty"),
+        # The shared codec's TensorError reaches the caller as the client's InvalidInput.
+        ("predict", ("cosine", {"x": np.zeros(2, "datetime64[s]")}), {}, "unsupported dtype"),
         ("metadata", ("cosine",), {"version": -1}, "version"),
     ],
 )

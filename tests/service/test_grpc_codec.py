@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients._proto.tensorflow.core.example import example_pb2, feature_pb2
-from clients._proto.tensorflow.core.framework import tensor_pb2, types_pb2
-from clients._proto.tensorflow_serving.apis import input_pb2
-from clients.tensors import to_ndarray, to_tensor_proto
 from service import grpc_codec as codec
 from service.catalog import ModelInfo, SignatureSpec, TensorSpec
 from service.errors import InvalidInput, ModelNotFound, PayloadTooLarge, Unsupported
+from tfserving_api._proto.tensorflow.core.example import example_pb2, feature_pb2
+from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from tfserving_api._proto.tensorflow_serving.apis import input_pb2
+from tfserving_api.tensors import to_ndarray, to_tensor_proto
 
 LIMITS = codec.Limits(max_rows=4, max_bytes=1 << 20)
 WINDOW = TensorSpec("window", "float32", (None, 10))

@@ -19,18 +19,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_grpc_codec import COSINE
 
-from clients._proto.tensorflow_serving.apis import (
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
-from clients._proto.tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
 from clients.grpc import Client
-from clients.tensors import to_ndarray, to_tensor_proto
 from service import errors
 from service import grpc_server as gs
 from service.grpc_codec import Limits
 from service.grpc_servicers import Models
+from tfserving_api._proto.tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from tfserving_api._proto.tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
+from tfserving_api.tensors import to_ndarray, to_tensor_proto
 
 WINDOW = np.arange(10, dtype=np.float32)[None]
 

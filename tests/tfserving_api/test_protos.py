@@ -1,4 +1,4 @@
-"""The client's generated protos: private descriptor pool, and in sync with the generator."""
+"""The generated TF Serving protos: private descriptor pool, and in sync with the generator."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_client_protos_stay_out_of_the_default_pool() -> None:
+def test_protos_stay_out_of_the_default_pool() -> None:
     code = (
         "import clients.grpc\n"
         "from google.protobuf import descriptor_pool\n"
-        "from clients._proto._pool import POOL\n"
+        "from tfserving_api._proto._pool import POOL\n"
         "name = 'tensorflow_serving/apis/predict.proto'\n"
         "assert POOL.FindFileByName(name).package == 'tensorflow.serving'\n"
         "try:\n"
@@ -31,8 +31,8 @@ def test_client_protos_stay_out_of_the_default_pool() -> None:
 
 
 def test_message_full_names_are_tf_servings() -> None:
-    from clients._proto.tensorflow.core.framework import tensor_pb2
-    from clients._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2
+    from tfserving_api._proto.tensorflow.core.framework import tensor_pb2
+    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2
 
     assert predict_pb2.PredictRequest.DESCRIPTOR.full_name == "tensorflow.serving.PredictRequest"
     assert tensor_pb2.TensorProto.DESCRIPTOR.full_name == "tensorflow.TensorProto"

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients._proto.tensorflow.core.framework import tensor_pb2, types_pb2
-from clients.errors import InvalidInput
-from clients.tensors import DTYPES, dtype_for, to_ndarray, to_tensor_proto
+from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from tfserving_api.tensors import (
+    DT_NAMES,
+    DTYPES,
+    TensorError,
+    dtype_for,
+    to_ndarray,
+    to_tensor_proto,
+)
 
 SAMPLES = {
     "float32": np.array([[0.5, -1.25, 3.0], [np.inf, -0.0, 1e-30]], np.float32),
@@ -110,7 +116,7 @@ def test_packed_string_tensor_content() -> None:
     ],
 )
 def test_bad_tensors(make, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(TensorError, match=message):
         make()
 
 
@@ -133,7 +139,7 @@ def _float_tensor(size: int, content: bytes = b"") -> tensor_pb2.TensorProto:
 )
 def test_dtype_lookup(value, name) -> None:
     if name is None:
-        with pytest.raises(InvalidInput):
+        with pytest.raises(TensorError):
             dtype_for(value)
     else:
         assert dtype_for(value).name == name
@@ -142,3 +148,16 @@ def test_dtype_lookup(value, name) -> None:
 def test_mixed_and_nul_terminated_byte_strings_survive() -> None:
     values = [b"a\x00", "b", b"\xff"]
     assert to_ndarray(to_tensor_proto(values)).tolist() == [b"a\x00", b"b", b"\xff"]
+
+
+def test_tensor_error_is_a_value_error_not_a_client_error() -> None:
+    assert issubclass(TensorError, ValueError)
+    assert TensorError.__module__ == "tfserving_api.tensors"
+
+
+def test_dt_names_cover_the_table_in_tf_servings_spelling() -> None:
+    assert set(DT_NAMES) == {d.name for d in DTYPES}
+    assert DT_NAMES["float32"] == "DT_FLOAT"
+    assert DT_NAMES["float64"] == "DT_DOUBLE"
+    assert DT_NAMES["string"] == "DT_STRING"
+    assert all(dtype_for(tf_name).name == name for name, tf_name in DT_NAMES.items())

@@ -1,1 +1,1 @@
-"""TF Serving protos compiled for the client. Generated: do not edit."""
+"""TF Serving protos compiled without TensorFlow. Generated: do not edit."""

@@ -1,5 +1,5 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.tensorflow_serving.apis import get_model_status_pb2 as _get_model_status_pb2
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.tensorflow_serving.apis import get_model_status_pb2 as _get_model_status_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 

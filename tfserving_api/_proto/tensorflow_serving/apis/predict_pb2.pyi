@@ -1,6 +1,6 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.tensorflow.core.framework import tensor_pb2 as _tensor_pb2
-from clients._proto.tensorflow_serving.apis import model_pb2 as _model_pb2
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.tensorflow.core.framework import tensor_pb2 as _tensor_pb2
+from tfserving_api._proto.tensorflow_serving.apis import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

@@ -1,6 +1,6 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.tensorflow.core.protobuf import error_codes_pb2 as _error_codes_pb2
-from clients._proto.xla.tsl.protobuf import error_codes_pb2 as _error_codes_pb2_1
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.tensorflow.core.protobuf import error_codes_pb2 as _error_codes_pb2
+from tfserving_api._proto.xla.tsl.protobuf import error_codes_pb2 as _error_codes_pb2_1
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union

@@ -1,5 +1,5 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.tensorflow.core.example import feature_pb2 as _feature_pb2
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.tensorflow.core.example import feature_pb2 as _feature_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

@@ -1,6 +1,6 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.tensorflow.core.framework import tensor_shape_pb2 as _tensor_shape_pb2
-from clients._proto.tensorflow.core.framework import types_pb2 as _types_pb2
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.tensorflow.core.framework import tensor_shape_pb2 as _tensor_shape_pb2
+from tfserving_api._proto.tensorflow.core.framework import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

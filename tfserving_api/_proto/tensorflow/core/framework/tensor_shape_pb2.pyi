@@ -1,4 +1,4 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

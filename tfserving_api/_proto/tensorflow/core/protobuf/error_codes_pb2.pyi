@@ -1,8 +1,8 @@
-# Rewritten by tools/compile_protos.py for the client's private descriptor pool.
-from clients._proto.xla.tsl.protobuf import error_codes_pb2 as _error_codes_pb2
+# Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
+from tfserving_api._proto.xla.tsl.protobuf import error_codes_pb2 as _error_codes_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
-from clients._proto.xla.tsl.protobuf.error_codes_pb2 import Code as Code
+from tfserving_api._proto.xla.tsl.protobuf.error_codes_pb2 import Code as Code
 
 DESCRIPTOR: _descriptor.FileDescriptor
 OK: _error_codes_pb2.Code
