@@ -35,9 +35,10 @@ from clients.types import (
     Translation,
     VersionStatus,
 )
+from tfserving_api.contract import TENSOR_SIGNATURE
 from tfserving_api.tensors import TensorError, as_array, dtype_for
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = TENSOR_SIGNATURE
 
 
 @dataclass(frozen=True)

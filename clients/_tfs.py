@@ -49,11 +49,18 @@ from tfserving_api._proto.tensorflow_serving.apis import (
     predict_pb2,
     status_pb2,
 )
+from tfserving_api.contract import (
+    FORECAST_SIGNATURE,
+    LABELS_FIELD,
+    PREDICT_IMAGES_SIGNATURE,
+    PREDICT_TEXT_SIGNATURE,
+    SIGNATURE_DEF_FIELD,
+    TENSOR_SIGNATURE,
+    TRANSLATE_SIGNATURE,
+)
 from tfserving_api.tensors import BY_ENUM, shape_of, to_ndarray, to_tensor_proto
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-LABELS_FIELD = "labels"
-SIGNATURE_DEF_FIELD = "signature_def"
 _ERROR_CODE = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type
 
 
@@ -166,7 +173,7 @@ class TFServingProtocol:
 
     def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]:
         batch, k = _inputs.texts(texts), _inputs.positive_int(top_k, "top_k")
-        response = yield from self._predict("reuters", "predict_text", {"text": batch})
+        response = yield from self._predict("reuters", PREDICT_TEXT_SIGNATURE, {"text": batch})
         probabilities = _output(response, "probabilities", len(batch))
         labels = yield from self.labels("reuters")
         model = _model_ref(response, "reuters")
@@ -174,7 +181,7 @@ class TFServingProtocol:
 
     def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]:
         batch = _inputs.texts(texts)
-        response = yield from self._predict("imdb", "predict_text", {"text": batch})
+        response = yield from self._predict("imdb", PREDICT_TEXT_SIGNATURE, {"text": batch})
         probabilities = _output(response, "probabilities", len(batch))
         # `label` is the model's own argmax; prefer it so ties break as on the server.
         has_label = "label" in response.outputs
@@ -189,9 +196,9 @@ class TFServingProtocol:
         name, k = _inputs.image_model(model), _inputs.positive_int(top_k, "top_k")
         batch = _inputs.images(images)
         if batch.dtype == np.uint8:
-            response = yield from self._predict(name, "predict_images", {"images": batch})
+            response = yield from self._predict(name, PREDICT_IMAGES_SIGNATURE, {"images": batch})
         else:
-            response = yield from self._predict(name, "serving_default", {"pixels": batch})
+            response = yield from self._predict(name, TENSOR_SIGNATURE, {"pixels": batch})
         probabilities = _output(response, "probabilities", len(batch))
         labels = yield from self.labels(name)
         ref = _model_ref(response, name)
@@ -209,7 +216,9 @@ class TFServingProtocol:
         ref = ModelRef("cosine")
         # Recursive multi-step forecast: each prediction slides into the window.
         for _ in range(steps):
-            response = yield from self._predict("cosine", "forecast", {"window": history[None, :]})
+            response = yield from self._predict(
+                "cosine", FORECAST_SIGNATURE, {"window": history[None, :]}
+            )
             value = float(_output(response, "forecast", 1).reshape(-1)[0])
             values.append(value)
             history = np.append(history[1:], np.float32(value))
@@ -218,7 +227,9 @@ class TFServingProtocol:
 
     def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]:
         sources = _inputs.texts(sentences, "sentences")
-        response = yield from self._predict("translator", "translate", {"sentences": sources})
+        response = yield from self._predict(
+            "translator", TRANSLATE_SIGNATURE, {"sentences": sources}
+        )
         texts = _output(response, "translation", len(sources))
         model = _model_ref(response, "translator")
         return [

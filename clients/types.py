@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tfserving_api.contract import SENTIMENT_LABELS
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -152,8 +154,6 @@ class ModelStatus:
 
 
 # Helpers both transports use to turn model outputs into the types above.
-
-SENTIMENT_LABELS = ("negative", "positive")  # imdb outputs [1 - p, p]
 
 
 def top_scores(

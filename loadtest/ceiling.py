@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from loadtest import payloads
+from tfserving_api.contract import TENSOR_SIGNATURE
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -32,8 +33,6 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 def served_signature(info: Any) -> str:
     """The signature the friendly endpoint of this model calls (see ``service/endpoints.py``):
     the raw-text one for text models, the tensor one for images and windows."""
-    from service.catalog import TENSOR_SIGNATURE
-
     if info.kind in ("text", "sentences"):
         return info.user_signature
     return TENSOR_SIGNATURE

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.payloads import HORIZON, TOP_K
+from tfserving_api.contract import SENTIMENT_LABELS
 from training.data import LABELS  # numpy-only module: the label names every export carries
 
-SENTIMENT_LABELS = ("negative", "positive")
 # Probabilities are float32 computed by a softmax: a sum within this of 1 is fine.
 TOLERANCE = 1e-3
 

@@ -28,14 +28,15 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from loadtest.payloads import PATHS, http_body
+from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TENSOR_SIGNATURE, TRANSLATE_SIGNATURE
 
 SIGNATURES = {  # the signature each friendly endpoint calls (service/endpoints.py)
-    "imdb": "predict_text",
-    "reuters": "predict_text",
-    "translator": "translate",
-    "cifar": "serving_default",
-    "mnist": "serving_default",
-    "cosine": "serving_default",
+    "imdb": PREDICT_TEXT_SIGNATURE,
+    "reuters": PREDICT_TEXT_SIGNATURE,
+    "translator": TRANSLATE_SIGNATURE,
+    "cifar": TENSOR_SIGNATURE,
+    "mnist": TENSOR_SIGNATURE,
+    "cosine": TENSOR_SIGNATURE,
 }
 
 

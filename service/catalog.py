@@ -19,17 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ModelNotFound
+from tfserving_api.contract import TENSOR_SIGNATURE, USER_SIGNATURES
 
 logger = logging.getLogger(__name__)
-
-# The user-level signature of each kind of model (docs/contracts.md, "Signatures").
-USER_SIGNATURES = {
-    "predict_text": "text",
-    "predict_images": "image",
-    "forecast": "window",
-    "translate": "sentences",
-}
-TENSOR_SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ from service.config import ServingSettings
 from service.dispatch import ModelClient
 from service.errors import InvalidInput
 from service.inputs import images_array, texts_array, window_array
-
-SENTIMENT_LABELS = ("negative", "positive")
+from tfserving_api.contract import SENTIMENT_LABELS
 
 
 def _check_top_k(top_k: int, classes: int) -> None:

@@ -38,6 +38,7 @@ from tfserving_api._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     regression_pb2,
 )
+from tfserving_api.contract import LABELS_FIELD, SIGNATURE_DEF_FIELD
 from tfserving_api.tensors import (
     BY_ENUM,
     TensorError,
@@ -50,8 +51,6 @@ from tfserving_api.tensors import (
 from tfserving_api.tensors import to_tensor_proto as _to_tensor_proto
 
 PREDICT_METHOD = "tensorflow/serving/predict"
-SIGNATURE_DEF_FIELD = "signature_def"
-LABELS_FIELD = "labels"
 METADATA_FIELDS = (SIGNATURE_DEF_FIELD, LABELS_FIELD)
 
 

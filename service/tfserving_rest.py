@@ -28,19 +28,12 @@ from starlette.routing import Route
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
 from service.errors import InvalidInput, ModelNotFound, ServingError
 from service.inputs import check_batch, tensor_from_json
+from tfserving_api.tensors import DT_NAMES
 
 logger = logging.getLogger("bentoml.keras_serving.tfserving")
 
 PREDICT_FIELDS = ("signature_name", "instances", "inputs")
-_DT = {
-    "float32": "DT_FLOAT",
-    "float64": "DT_DOUBLE",
-    "int32": "DT_INT32",
-    "int64": "DT_INT64",
-    "uint8": "DT_UINT8",
-    "string": "DT_STRING",
-    "bool": "DT_BOOL",
-}
+_DT = DT_NAMES  # "float32" -> "DT_FLOAT"
 
 
 # ---------------------------------------------------------------- codec
