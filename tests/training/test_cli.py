@@ -117,6 +117,12 @@ def test_train_registers_in_bentoml_store_with_increasing_versions(tmp_path):
         assert (out / "cosine" / str(expected_version) / "saved_model.pb").exists()
     assert "export" in proc.stdout and "mse" in proc.stdout  # the summary table
 
+    # The report reads the folder and the store: each export once, synthetic, not compared.
+    report = run_cli("report", "--out", str(out), home=home)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "2 exports" in report.stdout and report.stdout.count("**synthetic**") == 2
+    assert (out / "report.md").exists() and (out / "report.png").exists()
+
     listing = subprocess.run(
         [str(Path(sys.executable).parent / "bentoml"), "models", "list", "-o", "json"],
         env={**os.environ, "BENTOML_HOME": str(home)},
