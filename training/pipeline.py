@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from training import data as data_lib
@@ -26,6 +25,7 @@ from training import export as export_lib
 from training import plots
 from training import recipes as recipes_lib
 from training.models import get_model_module
+from training.recipes import fit_with_early_stopping, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +229,6 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
     )
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and TensorFlow, and asks for deterministic ops on CPU.
-
-    On a GPU some kernels have no deterministic implementation and would raise, so
-    determinism is only switched on when TensorFlow sees no GPU.
-    """
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    if not tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.enable_op_determinism()
-
-
 def resolve_recipe(name: str, variant: str, options: TrainOptions) -> recipes_lib.Recipe:
     """The recipe of this run: the model's (full or quick) with the options' overrides.
 
@@ -267,37 +254,6 @@ def resolve_recipe(name: str, variant: str, options: TrainOptions) -> recipes_li
     if recipe.learning_rate <= 0:
         raise UsageError(f"learning rate must be > 0, got {recipe.learning_rate}")
     return recipe
-
-
-@dataclass(frozen=True)
-class FitResult:
-    history: dict[str, list[float]]
-    best_epoch: int  # 1-based; the weights the model holds after fitting
-    stopped_epoch: int  # 1-based last epoch run
-
-
-def fit_with_early_stopping(
-    model: keras.Model, fit, recipe: recipes_lib.Recipe
-) -> FitResult:
-    """Runs ``fit(callbacks=[...])`` with early stopping and reads back the best epoch.
-
-    Args:
-        model: the compiled model ``fit`` trains (it ends with the best epoch's weights).
-        fit: calls ``model.fit`` (or a model's own fit helper) with ``callbacks``.
-        recipe: gives the patience.
-
-    Returns:
-        The history as floats, the best and the last epoch (1-based).
-    """
-    stopper = recipe.early_stopping()
-    result = fit(callbacks=[stopper])
-    history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
-    stopped = len(history.get("loss", []))
-    if "val_loss" in history and stopper.best_weights is not None:
-        best = int(stopper.best_epoch) + 1
-    else:  # no validation data (a toy translator file): the last epoch is kept
-        best = stopped
-    return FitResult(history=history, best_epoch=best, stopped_epoch=stopped)
 
 
 def _train_keras(module, variant, options, recipe):

@@ -15,7 +15,9 @@ Typical usage::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 
@@ -123,3 +125,47 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     if changes.get("optimizer") is not None and changes["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {changes['optimizer']!r} (valid: adam, rmsprop)")
     return dataclasses.replace(recipe, **changes)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow, and asks for deterministic ops on CPU.
+
+    On a GPU some kernels have no deterministic implementation and would raise, so
+    determinism is only switched on when TensorFlow sees no GPU.
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based; the weights the model holds after fitting
+    stopped_epoch: int  # 1-based last epoch run
+
+
+def fit_with_early_stopping(
+    model: keras.Model, fit: Callable[..., Any], recipe: Recipe
+) -> FitResult:
+    """Runs ``fit(callbacks=[...])`` with early stopping and reads back the best epoch.
+
+    Args:
+        model: the compiled model ``fit`` trains (it ends with the best epoch's weights).
+        fit: calls ``model.fit`` (or a model's own fit helper) with ``callbacks``.
+        recipe: gives the patience.
+
+    Returns:
+        The history as floats, the best and the last epoch (1-based).
+    """
+    stopper = recipe.early_stopping()
+    result = fit(callbacks=[stopper])
+    history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
+    stopped = len(history.get("loss", []))
+    if "val_loss" in history and stopper.best_weights is not None:
+        best = int(stopper.best_epoch) + 1
+    else:  # no validation data (a toy translator file): the last epoch is kept
+        best = stopped
+    return FitResult(history=history, best_epoch=best, stopped_epoch=stopped)

@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 
 from training import recipes
-from training.pipeline import (
-    TrainOptions,
-    UsageError,
-    fit_with_early_stopping,
-    resolve_recipe,
-    train_model,
-)
+from training.pipeline import TrainOptions, UsageError, resolve_recipe, train_model
+from training.recipes import fit_with_early_stopping
 
 
 class _FitCalled(Exception):
