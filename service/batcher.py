@@ -152,7 +152,10 @@ class Batcher:
                 f"(cap {self.max_queue_rows}); retry later"
             )
         loop = asyncio.get_running_loop()
-        if self._task is None:
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # First request, or a new event loop (tests run one per test): (re)start the task.
+            self._queue.clear()
+            self._queued_rows = 0
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._loop(), name=f"batcher {self.name}")
         pending = _Pending(inputs, loop.create_future(), deadline)

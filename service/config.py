@@ -53,37 +53,79 @@ def _buckets(raw: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "false", "true"):
+        raise ValueError(f"{name}={raw!r}: expected 1 or 0")
+    return raw in ("1", "true")
+
+
+# One worker per core measured best on 2 cores (service/ARCHITECTURE.md, "Workers").
+DEFAULT_WORKERS = "auto"
+
+
+def _workers(raw: str, gpus: int) -> int:
+    """``SERVICE_WORKERS``: a number, or ``auto`` (one per GPU, else one per CPU core)."""
+    raw = raw.strip().lower() or DEFAULT_WORKERS
+    if raw == "auto":
+        return gpus if gpus > 0 else max(1, os.cpu_count() or 1)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"SERVICE_WORKERS={raw!r}: expected a number or auto") from None
+    if value < 1:
+        raise ValueError(f"SERVICE_WORKERS={value} must be >= 1")
+    return value
+
+
+def bucket_for(n: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding ``n`` rows (``n`` must not exceed the largest)."""
+    for size in buckets:
+        if n <= size:
+            return size
+    raise ValueError(f"batch of {n} rows exceeds the largest bucket {buckets[-1]}")
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """Everything the gateway and the model runners are configured with."""
+    """Everything a worker is configured with."""
 
     # Models to serve; empty = every model of the store that has a metadata.json.
     models: tuple[str, ...] = ()
-    # Worker processes per model runner (each holds its own copy of the model).
-    runner_workers: int = 1
-    # Worker processes of the HTTP gateway (JSON parsing, validation, formatting).
-    gateway_workers: int = 1
-    # GPUs asked of BentoML per model runner (fractions share a card); 0 = CPU.
-    gpus: float = 0.0
+    # Worker processes; each loads every model and serves every door (HTTP and gRPC).
+    workers: int = 1
+    # GPUs to use (0 = CPU): with GPUs, one worker per card, each on its own card.
+    gpus: int = 0
+    # TensorFlow intra-/inter-op threads per worker (0 = cores / workers).
+    tf_threads: int = 0
     # "auto": compile the tensor signature with XLA unless the export already is;
     # "1": always wrap it in tf.function(jit_compile=True); "0": never.
     xla: str = "auto"
-    # Batch sizes every model call is padded to; the largest is the max batch size.
+    # Batch sizes every model call is padded to; the largest is the max batch size
+    # (TF Serving's allowed_batch_sizes / max_batch_size).
     buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    # BentoML's batcher answers 503 when it predicts a request would wait longer.
-    max_latency_ms: int = 10_000
+    # Rows that may wait per model signature before requests are refused with 503 /
+    # RESOURCE_EXHAUSTED (TF Serving's max_enqueued_batches x max_batch_size).
+    max_queue: int = 1024
+    # How long an idle model waits for a batch to fill (Triton's max_queue_delay_microseconds,
+    # TF Serving's batch_timeout_micros); 0 = a batch leaves as soon as the model is free.
+    max_queue_delay_ms: float = 0.0
     # Caps on what one request may carry.
     max_items: int = 64
     max_body_bytes: int = 8 * 1024 * 1024
     max_text_chars: int = 20_000
     max_image_side: int = 4096
     max_horizon: int = 100
-    # Seconds a request may take end to end before BentoML cancels it.
+    # Seconds a request may take end to end: its deadline in the queue, and BentoML's timeout.
     timeout_s: int = 60
+    # BentoML's per-request access log and OpenTelemetry tracing of the model endpoints
+    # (measured costs in service/ARCHITECTURE.md); off by default.
+    access_log: bool = False
+    tracing: bool = False
 
     @property
     def max_batch_size(self) -> int:
@@ -100,19 +142,24 @@ class ServingSettings:
         if xla not in ("auto", "0", "1"):
             raise ValueError(f"SERVICE_XLA={xla!r}: expected auto, 0 or 1")
         buckets = _buckets(os.environ.get("SERVICE_BATCH_BUCKETS", "") or "1,2,4,8,16,32,64")
+        gpus = _int("SERVICE_GPUS", 0)
+        workers = _workers(os.environ.get("SERVICE_WORKERS", ""), gpus)
         settings = cls(
             models=_names(os.environ.get("SERVICE_MODELS", "")),
-            runner_workers=_int("SERVICE_WORKERS", 1, minimum=1),
-            gateway_workers=_int("SERVICE_API_WORKERS", 1, minimum=1),
-            gpus=_float("SERVICE_GPUS", 0.0),
+            workers=workers,
+            gpus=gpus,
+            tf_threads=_int("SERVICE_TF_THREADS", 0),
             xla=xla,
             buckets=buckets,
-            max_latency_ms=_int("SERVICE_MAX_LATENCY_MS", 10_000, minimum=10),
+            max_queue=_int("SERVICE_MAX_QUEUE", 1024, minimum=1),
+            max_queue_delay_ms=_float("SERVICE_MAX_QUEUE_DELAY_MS", 0.0),
             max_items=_int("SERVICE_MAX_ITEMS", buckets[-1], minimum=1),
             max_body_bytes=_int("SERVICE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             max_text_chars=_int("SERVICE_MAX_TEXT_CHARS", 20_000, minimum=1),
             max_horizon=_int("SERVICE_MAX_HORIZON", 100, minimum=1),
             timeout_s=_int("SERVICE_TIMEOUT_S", 60, minimum=1),
+            access_log=_flag("SERVICE_ACCESS_LOG"),
+            tracing=_flag("SERVICE_TRACING"),
         )
         if settings.max_items > settings.max_batch_size:
             raise ValueError(
@@ -120,3 +167,26 @@ class ServingSettings:
                 f"{settings.max_batch_size} (SERVICE_BATCH_BUCKETS)"
             )
         return settings
+
+
+def cuda_device_for_worker(worker_index: int | None, gpus: int, visible: str | None) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value of one worker: one card per worker.
+
+    Args:
+        worker_index: BentoML's 1-based worker index (``bentoml.server_context.worker_index``).
+        gpus: ``SERVICE_GPUS`` (0 = CPU: nothing to assign).
+        visible: ``CUDA_VISIBLE_DEVICES`` as the worker inherited it (BentoML may have
+            given every worker the same list), or None when unset.
+
+    Returns:
+        The one card this worker should see, or None to leave the environment alone.
+    """
+    if gpus <= 0 or worker_index is None:
+        return None
+    if visible is None:
+        cards = [str(i) for i in range(gpus)]
+    else:  # an explicit list (an empty one hides every card: stay on the CPU)
+        cards = [c.strip() for c in visible.split(",") if c.strip()]
+    if not cards:
+        return None
+    return cards[(worker_index - 1) % len(cards)]

@@ -1,7 +1,8 @@
 """The friendly JSON endpoints: validate, call the model's batch queue, shape the answer.
 
-Each function takes the model's :class:`~service.dispatch.ModelClient` and the request's
-fields and returns the response body (``docs/contracts.md``, "HTTP API").
+Each function takes the :class:`~service.engine.ServedModel` and the request's fields and
+returns the response body (``docs/contracts.md``, "HTTP API"). Model outputs arrive as
+numpy columns and become Python values only here.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ import typing as t
 
 import numpy as np
 
-from service.catalog import TENSOR_SIGNATURE
 from service.config import ServingSettings
-from service.dispatch import ModelClient
+from service.engine import ServedModel
 from service.errors import InvalidInput
 from service.inputs import images_array, texts_array, window_array
-from tfserving_api.contract import SENTIMENT_LABELS
+from tfserving_api.contract import (
+    FORECAST_STEPS_SIGNATURE,
+    PREDICT_TEXT_SIGNATURE,
+    SENTIMENT_LABELS,
+    TENSOR_SIGNATURE,
+    TRANSLATE_SIGNATURE,
+)
 
 
 def _check_top_k(top_k: int, classes: int) -> None:
@@ -23,54 +29,52 @@ def _check_top_k(top_k: int, classes: int) -> None:
         raise InvalidInput(f"top_k: must be between 1 and {classes}, got {top_k}")
 
 
-def _label_names(client: ModelClient, classes: int) -> list[str]:
+def _label_names(client: ServedModel, classes: int) -> list[str]:
     labels = list(client.info.labels)
     return labels if len(labels) == classes else [str(i) for i in range(classes)]
 
 
-def _ranked(probabilities: list[float], names: list[str], k: int) -> list[dict[str, t.Any]]:
-    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
-    return [
-        {"label": names[i], "index": int(i), "probability": float(probabilities[i])} for i in order
-    ]
+def _ranked(probabilities: np.ndarray, names: list[str], k: int) -> list[dict[str, t.Any]]:
+    order = np.argsort(-probabilities, kind="stable")[:k].tolist()
+    values = probabilities.tolist()
+    return [{"label": names[i], "index": i, "probability": values[i]} for i in order]
 
 
-def _classes(client: ModelClient, signature: str) -> int:
+def _classes(client: ServedModel, signature: str) -> int:
     return int(client.info.signature(signature).outputs["probabilities"].shape[-1])
 
 
 async def classify_topics(
-    client: ModelClient, texts: list[str], top_k: int, settings: ServingSettings
+    client: ServedModel, texts: list[str], top_k: int, settings: ServingSettings
 ) -> dict[str, t.Any]:
     """``POST /reuters/classify``: the ``top_k`` most likely topics of every text."""
-    signature = client.info.user_signature or "predict_text"
+    signature = client.info.user_signature or PREDICT_TEXT_SIGNATURE
     classes = _classes(client, signature)
     _check_top_k(top_k, classes)
     batch = texts_array(texts, "texts", settings.max_items, settings.max_text_chars)
-    rows = await client.run(signature, batch)
+    outputs = await client.run(signature, batch)
     names = _label_names(client, classes)
     results = [
         {
             "topics": [
                 {"topic": r["label"], "index": r["index"], "probability": r["probability"]}
-                for r in _ranked(row["probabilities"], names, top_k)
+                for r in _ranked(row, names, top_k)
             ]
         }
-        for row in rows
+        for row in outputs["probabilities"]
     ]
     return {"results": results, "model": client.info.describe()}
 
 
 async def sentiment(
-    client: ModelClient, texts: list[str], settings: ServingSettings
+    client: ServedModel, texts: list[str], settings: ServingSettings
 ) -> dict[str, t.Any]:
     """``POST /imdb/sentiment``: positive or negative, with the probability of that label."""
-    signature = client.info.user_signature or "predict_text"
+    signature = client.info.user_signature or PREDICT_TEXT_SIGNATURE
     batch = texts_array(texts, "texts", settings.max_items, settings.max_text_chars)
-    rows = await client.run(signature, batch)
+    outputs = await client.run(signature, batch)
     results = []
-    for row in rows:
-        negative, positive = (float(p) for p in row["probabilities"][:2])
+    for negative, positive in outputs["probabilities"][:, :2].tolist():
         label = 1 if positive >= negative else 0
         results.append(
             {
@@ -83,7 +87,7 @@ async def sentiment(
 
 
 async def classify_images(
-    client: ModelClient, images: list[t.Any], top_k: int, settings: ServingSettings
+    client: ServedModel, images: list[t.Any], top_k: int, settings: ServingSettings
 ) -> dict[str, t.Any]:
     """``POST /{cifar,mnist}/classify``: the class of every image, and the ``top_k`` best."""
     spec = client.info.signature(TENSOR_SIGNATURE)
@@ -92,39 +96,48 @@ async def classify_images(
     # Pixels are scaled to [0, 1] here, exactly as predict_images does in the graph, so that
     # every image request shares the tensor signature's batch queue.
     batch = images_array(images, spec.input, "images", settings.max_items, settings.max_image_side)
-    rows = await client.run(TENSOR_SIGNATURE, batch)
+    outputs = await client.run(TENSOR_SIGNATURE, batch)
     names = _label_names(client, classes)
     results = []
-    for row in rows:
-        top = _ranked(row["probabilities"], names, max(top_k, 1))
+    for row in outputs["probabilities"]:
+        top = _ranked(row, names, max(top_k, 1))
         results.append({**top[0], "top": top})
     return {"results": results, "model": client.info.describe()}
 
 
 async def forecast(
-    client: ModelClient, window: list[float], horizon: int, settings: ServingSettings
+    client: ServedModel, window: list[float], horizon: int, settings: ServingSettings
 ) -> dict[str, t.Any]:
-    """``POST /cosine/forecast``: ``horizon`` recursive one-step forecasts."""
-    # The tensor signature computes the same as "forecast" and is the XLA-compiled one.
-    signature = TENSOR_SIGNATURE
-    spec = client.info.signature(signature).input
+    """``POST /cosine/forecast``: the next ``horizon`` values, each fed back into the window.
+
+    One step is one call of the tensor signature; more steps are one call of
+    ``forecast_steps`` (the recursion inside the graph) per 100 steps, when the export has
+    it, and one call per step otherwise (exports made before it existed).
+    """
+    spec = client.info.signature(TENSOR_SIGNATURE).input
     if not 1 <= horizon <= settings.max_horizon:
         raise InvalidInput(f"horizon: must be between 1 and {settings.max_horizon}, got {horizon}")
     current = window_array(window, spec)
+    steps = client.info.signatures.get(FORECAST_STEPS_SIGNATURE)
     values: list[float] = []
-    for _ in range(horizon):
-        (row,) = await client.run(signature, current)
-        value = float(row["forecast"])
-        values.append(value)
-        current = np.concatenate([current[:, 1:], np.float32([[value]])], axis=1)
+    while len(values) < horizon:
+        if steps is not None and horizon - len(values) > 1:
+            outputs = await client.run(FORECAST_STEPS_SIGNATURE, current)
+            new = outputs["forecast"][0, : horizon - len(values)].astype(np.float32)
+        else:
+            outputs = await client.run(TENSOR_SIGNATURE, current)
+            new = outputs["forecast"].reshape(1).astype(np.float32)
+        values.extend(new.tolist())
+        current = np.concatenate([current[0], new])[-current.shape[1] :][None, :]
     return {"forecast": values, "model": client.info.describe()}
 
 
 async def translate(
-    client: ModelClient, sentences: list[str], settings: ServingSettings
+    client: ServedModel, sentences: list[str], settings: ServingSettings
 ) -> dict[str, t.Any]:
     """``POST /translate``: one translation per sentence."""
-    signature = client.info.user_signature or "translate"
+    signature = client.info.user_signature or TRANSLATE_SIGNATURE
     batch = texts_array(sentences, "sentences", settings.max_items, settings.max_text_chars)
-    rows = await client.run(signature, batch)
-    return {"translations": [row["translation"] for row in rows], "model": client.info.describe()}
+    outputs = await client.run(signature, batch)
+    translations = [text.decode("utf-8", "replace") for text in outputs["translation"].tolist()]
+    return {"translations": translations, "model": client.info.describe()}

@@ -1,13 +1,13 @@
-"""TF Serving's protos <-> the numpy batches and runner rows of the gateway. No I/O.
+"""TF Serving's protos <-> the numpy batches and model outputs of the gateway. No I/O.
 
 The gRPC door (:mod:`service.grpc_server`) uses these pure functions: decode and validate a
 request's ``TensorProto`` inputs (or ``tf.Example`` lists, for Classify/Regress) against a
-signature, and encode runner rows back into ``TensorProto`` outputs, ``SignatureDefMap``
+signature, and encode model outputs back into ``TensorProto`` outputs, ``SignatureDefMap``
 metadata and classification/regression results.
 
 The protos come from the protocol package shared with the clients (``tfserving_api._proto``,
 a private descriptor pool, the same wire format) and ``tfserving_api.tensors`` is the
-numpy <-> TensorProto table, so the gateway never imports TensorFlow:
+numpy <-> TensorProto table, so the door never imports TensorFlow:
 ``tensorflow_serving.apis`` would pull all of it in (~600 MB and several seconds per gateway
 worker) only to parse messages.
 
@@ -15,8 +15,8 @@ Typical usage::
 
     signature = info.signature(request.model_spec.signature_name)
     batch = decode_inputs(request.inputs, signature, limits, info.vocab_size)
-    rows = await client.run(signature.name, batch)
-    outputs = encode_outputs(rows, signature, select_outputs(signature, request.output_filter))
+    outputs = await model.run(signature.name, batch)
+    tensors = encode_outputs(outputs, signature, select_outputs(signature, request.output_filter))
 """
 
 from __future__ import annotations
@@ -173,22 +173,12 @@ def select_outputs(signature: SignatureSpec, output_filter: Sequence[str]) -> li
     return list(dict.fromkeys(output_filter))
 
 
-def to_tensor_proto(values: Sequence[t.Any], spec: TensorSpec) -> TensorProto:
-    """Per-row runner values (plain Python, strings as ``str``) -> one TensorProto."""
-    if spec.dtype == "string":
-        array = np.empty(len(values), dtype=object)
-        array[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
-        return _to_tensor_proto(array)
-    return _to_tensor_proto(np.asarray(values, dtype=spec.dtype))
-
-
 def encode_outputs(
-    rows: Sequence[Mapping[str, t.Any]], signature: SignatureSpec, names: Sequence[str]
+    outputs: Mapping[str, np.ndarray], signature: SignatureSpec, names: Sequence[str]
 ) -> dict[str, TensorProto]:
-    """Runner rows -> ``PredictResponse.outputs`` (batch-first tensors)."""
+    """Model outputs (numpy, batch first) -> ``PredictResponse.outputs``."""
     return {
-        name: to_tensor_proto([row[name] for row in rows], signature.outputs[name])
-        for name in names
+        name: _to_tensor_proto(outputs[name], signature.outputs[name].dtype) for name in names
     }
 
 
@@ -221,7 +211,7 @@ def labels_tensor(info: ModelInfo) -> TensorProto | None:
     extension read by ``clients.grpc``), or ``None`` for models without classes."""
     if not info.labels:
         return None
-    return to_tensor_proto(list(info.labels), TensorSpec("labels", "string", (None,)))
+    return _to_tensor_proto(np.array([label.encode() for label in info.labels], dtype=object))
 
 
 def check_metadata_fields(fields: Sequence[str]) -> list[str]:
@@ -349,29 +339,26 @@ def _feature_values(feature: t.Any, spec: TensorSpec, size: int, field: str) -> 
 
 
 def classification_result(
-    rows: Sequence[Mapping[str, t.Any]], info: ModelInfo
+    outputs: Mapping[str, np.ndarray], info: ModelInfo
 ) -> classification_pb2.ClassificationResult:
     """Every class with its score, in class-index order, per example (as TF Serving)."""
     result = classification_pb2.ClassificationResult()
-    for row in rows:
-        probabilities = row["probabilities"]
-        names = (
-            list(info.labels)
-            if len(info.labels) == len(probabilities)
-            else [str(i) for i in range(len(probabilities))]
-        )
+    probabilities = outputs["probabilities"]
+    classes = probabilities.shape[-1]
+    names = list(info.labels) if len(info.labels) == classes else [str(i) for i in range(classes)]
+    for row in probabilities.tolist():
         result.classifications.add().classes.extend(
-            classification_pb2.Class(label=name, score=float(p))
-            for name, p in zip(names, probabilities)
+            classification_pb2.Class(label=name, score=p) for name, p in zip(names, row)
         )
     return result
 
 
 def regression_result(
-    rows: Sequence[Mapping[str, t.Any]], signature: SignatureSpec
+    outputs: Mapping[str, np.ndarray], signature: SignatureSpec
 ) -> regression_pb2.RegressionResult:
     """The signature's single output, one value per example."""
     (name,) = signature.outputs
     result = regression_pb2.RegressionResult()
-    result.regressions.extend(regression_pb2.Regression(value=float(row[name])) for row in rows)
+    values = outputs[name].reshape(len(outputs[name]), -1)[:, 0].tolist()
+    result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
     return result

@@ -1,9 +1,9 @@
-"""TensorFlow Serving's gRPC API, served from each gateway worker next to its HTTP app.
+"""TensorFlow Serving's gRPC API, served from each worker next to its HTTP app.
 
-Started by the gateway's ``on_startup`` hook (:func:`serve`) on ``$GRPC_HOST:$GRPC_PORT``
+Started by the service's ``on_startup`` hook (:func:`serve`) on ``$GRPC_HOST:$GRPC_PORT``
 (default ``0.0.0.0:8500``) in the worker's own event loop, so a gRPC request reaches the
-same :class:`~service.dispatch.ModelClient` — and so the same runner batch queues — as
-the HTTP doors. Several gateway workers share the port (gRPC sets ``SO_REUSEPORT`` on
+same :class:`~service.engine.ServedModel` — and so the same batch queues — as
+the HTTP doors. Several workers share the port (gRPC sets ``SO_REUSEPORT`` on
 Linux). Stopped gracefully by the ``on_shutdown`` hook.
 
 Services:
@@ -16,7 +16,7 @@ Services:
 * ``tensorflow.serving.ModelService``: ``GetModelStatus`` (``HandleReloadConfigRequest``
   is not in the protos served here).
 * ``grpc.health.v1.Health`` (``""`` and both TF Serving services: NOT_SERVING until every
-  model's runner is ready) and server reflection.
+  model of the worker is loaded and warmed up) and server reflection.
 
 The handlers are in :mod:`service.grpc_servicers`, the proto <-> numpy conversions in
 :mod:`service.grpc_codec`; this module configures, starts and stops the server.
@@ -59,8 +59,7 @@ HEALTH_SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
 # Messages a little over the cap still reach the handler, which answers RESOURCE_EXHAUSTED
 # with the cap in its message; far bigger ones are refused by gRPC itself (same code).
 MESSAGE_MARGIN_BYTES = 1024 * 1024
-POLL_NOT_READY_S = 1.0
-POLL_READY_S = 10.0
+POLL_READY_S = 0.5  # how often health follows the models' state (an attribute read)
 
 
 @dataclass(frozen=True)
@@ -150,10 +149,13 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 
 
 class GrpcServer:
-    """The gRPC server of one gateway worker: servicers, health, reflection, readiness."""
+    """The gRPC server of one worker: servicers, health, reflection, readiness."""
 
-    def __init__(self, models: Models, settings: GrpcSettings) -> None:
+    def __init__(
+        self, models: Models, settings: GrpcSettings, ready: t.Callable[[], bool] | None = None
+    ) -> None:
         self.models = models
+        self.ready = ready or (lambda: models.ready)
         self.settings = settings
         self.port: int | None = None
         self.health = health.aio.HealthServicer()
@@ -206,13 +208,7 @@ class GrpcServer:
     async def _watch_readiness(self) -> None:
         serving = None
         while True:
-            states = await asyncio.gather(
-                *(self.models.is_ready(c) for c in self.models.clients.values())
-            )
-            for client, ready in zip(self.models.clients.values(), states):
-                if not ready:
-                    self.models.ready.discard(client.info.name)
-            now = all(states)
+            now = self.ready()
             if now != serving:
                 status = (
                     health_pb2.HealthCheckResponse.SERVING
@@ -223,8 +219,7 @@ class GrpcServer:
                     await self.health.set(service, status)
                 logger.info("gRPC health: %s", "SERVING" if now else "NOT_SERVING")
                 serving = now
-            # Once all are ready, a cached "ready" is re-probed only after a failed call.
-            await asyncio.sleep(POLL_READY_S if now else POLL_NOT_READY_S)
+            await asyncio.sleep(POLL_READY_S)
 
     async def stop(self) -> None:
         """Health NOT_SERVING, refuse new calls, let calls in flight finish (``GRPC_GRACE_S``)."""
@@ -235,8 +230,8 @@ class GrpcServer:
         logger.info("gRPC server stopped")
 
 
-async def serve(gateway: t.Any) -> GrpcServer | None:
-    """Starts the gRPC door of a :class:`service.service.Gateway` instance (its startup hook).
+async def serve(server: t.Any) -> GrpcServer | None:
+    """Starts the gRPC door of a :class:`service.service.ModelServer` (its startup hook).
 
     Returns:
         The running server, or ``None`` with ``GRPC_ENABLED=0``.
@@ -246,14 +241,10 @@ async def serve(gateway: t.Any) -> GrpcServer | None:
         logger.info("gRPC disabled (GRPC_ENABLED=0)")
         return None
     models = Models(
-        gateway.models,
-        gateway.model,
-        codec.Limits(
-            max_rows=gateway.settings.max_items, max_bytes=gateway.settings.max_body_bytes
-        ),
-        # BentoML sets this right after the startup hooks, once the runner clients are open.
-        started=lambda: getattr(gateway, "__self_proxy__", None) is not None,
+        server.models,
+        server.model,
+        codec.Limits(max_rows=server.settings.max_items, max_bytes=server.settings.max_body_bytes),
     )
-    server = GrpcServer(models, settings)
-    await server.start()
-    return server
+    grpc_server = GrpcServer(models, settings, server.ready)
+    await grpc_server.start()
+    return grpc_server

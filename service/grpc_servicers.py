@@ -1,5 +1,5 @@
 """The RPCs of the gRPC door: TF Serving's ``PredictionService`` and ``ModelService`` over the
-gateway's :class:`~service.dispatch.ModelClient` objects (the runners' batch queues).
+worker's :class:`~service.engine.ServedModel` objects (the same batch queues as HTTP).
 
 Every handler validates at the door (:mod:`service.grpc_codec`), counts the request in the
 same metrics as the HTTP doors (door ``grpc``) and turns a
@@ -8,7 +8,7 @@ anything unexpected is logged and answered INTERNAL. :mod:`service.grpc_server` 
 
 Typical usage::
 
-    models = Models(gateway.models, gateway.model, Limits(max_rows=64, max_bytes=8 << 20))
+    models = Models(server.models, server.model, Limits(max_rows=64, max_bytes=8 << 20))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(models), server
     )
@@ -19,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import typing as t
 
 import grpc
 
 from service import grpc_codec as codec
-from service.dispatch import ModelClient, track
+from service.engine import ServedModel, request_deadline
 from service.errors import (
     InvalidInput,
     ModelNotFound,
-    NotReady,
     PayloadTooLarge,
     ServingError,
 )
+from service.metrics import track
 from tfserving_api._proto.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -45,7 +46,7 @@ from tfserving_api._proto.tensorflow_serving.apis import (
 
 logger = logging.getLogger("bentoml.keras_serving.grpc")
 
-Resolver = t.Callable[[str, "str | int | None"], ModelClient]
+Resolver = t.Callable[[str, "str | int | None"], ServedModel]
 
 
 def status_code(error: ServingError) -> grpc.StatusCode:
@@ -59,6 +60,9 @@ def _rpc(method: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Await
 
     @functools.wraps(method)
     async def handler(self: t.Any, request: t.Any, context: grpc.aio.ServicerContext) -> t.Any:
+        remaining = context.time_remaining()
+        if remaining is not None:  # the call's deadline: expired requests never reach the model
+            request_deadline.set(time.monotonic() + remaining)
         try:
             return await method(self, request, context)
         except ServingError as exc:
@@ -73,26 +77,25 @@ def _rpc(method: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Await
 
 
 class Models:
-    """What the servicers share: model lookup, readiness and the request caps."""
+    """What the servicers share: model lookup and the request caps."""
 
     def __init__(
-        self,
-        clients: t.Mapping[str, ModelClient],
-        resolve: Resolver,
-        limits: codec.Limits,
-        started: t.Callable[[], bool] = lambda: True,
+        self, models: t.Mapping[str, ServedModel], resolve: Resolver, limits: codec.Limits
     ) -> None:
-        self.clients = clients
+        self.models = models
         self.limits = limits
-        self.ready: set[str] = set()
         self._resolve = resolve
-        self._started = started
 
     def metric_name(self, name: str) -> str:
-        return name if name in self.clients else "unknown"  # bounded label values
+        return name if name in self.models else "unknown"  # bounded label values
 
-    def get(self, spec: model_pb2.ModelSpec) -> ModelClient:
-        """The client of ``spec``'s model at ``spec``'s version (the served one if none).
+    @property
+    def ready(self) -> bool:
+        """Every model of this worker is loaded and warmed up."""
+        return all(model.ready for model in self.models.values())
+
+    def get(self, spec: model_pb2.ModelSpec) -> ServedModel:
+        """The model of ``spec`` at ``spec``'s version (the served one if none).
 
         Raises:
             InvalidInput: no model name.
@@ -108,27 +111,6 @@ class Models:
         version = spec.version.value if spec.HasField("version") else None
         return self._resolve(spec.name, version)
 
-    async def is_ready(self, client: ModelClient) -> bool:
-        """Whether the model's runner answers its readiness probe (cached once true)."""
-        name = client.info.name
-        if name in self.ready:
-            return True
-        if not self._started():
-            return False
-        try:
-            ready = await client.is_ready()
-        except Exception as exc:  # noqa: BLE001 - an unreachable runner is simply not ready
-            logger.debug("%s: readiness probe failed: %s", name, exc)
-            ready = False
-        if ready:
-            self.ready.add(name)
-        return ready
-
-    async def check_ready(self, client: ModelClient) -> None:
-        """Raises ``NotReady`` while the model loads or its runner is unreachable."""
-        if not await self.is_ready(client):
-            raise NotReady(f"model '{client.info.name}' is loading, retry later")
-
     def check_size(self, request: t.Any) -> None:
         size = request.ByteSize()
         if size > self.limits.max_bytes:
@@ -136,9 +118,9 @@ class Models:
                 f"request: {size} bytes exceed the cap of {self.limits.max_bytes}"
             )
 
-    def model_spec(self, client: ModelClient, signature: str = "") -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=client.info.name, signature_name=signature)
-        spec.version.value = client.info.version
+    def model_spec(self, model: ServedModel, signature: str = "") -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=model.info.name, signature_name=signature)
+        spec.version.value = model.info.version
         return spec
 
 
@@ -147,16 +129,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def __init__(self, models: Models) -> None:
         self.models = models
-
-    async def _run(
-        self, client: ModelClient, signature: str, batch: t.Any
-    ) -> list[dict[str, t.Any]]:
-        await self.models.check_ready(client)
-        try:
-            return await client.run(signature, batch)
-        except NotReady:
-            self.models.ready.discard(client.info.name)  # probe again before the next call
-            raise
 
     @_rpc
     async def Predict(
@@ -170,11 +142,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             batch = codec.decode_inputs(
                 request.inputs, signature, self.models.limits, client.info.vocab_size
             )
-            rows = await self._run(client, signature.name, batch)
+            outputs = await client.run(signature.name, batch)
         response = predict_pb2.PredictResponse(
             model_spec=self.models.model_spec(client, signature.name)
         )
-        for name, tensor in codec.encode_outputs(rows, signature, names).items():
+        for name, tensor in codec.encode_outputs(outputs, signature, names).items():
             response.outputs[name].CopyFrom(tensor)
         return response
 
@@ -196,7 +168,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def _run_examples(
         self, request: t.Any, fit: t.Callable[..., t.Any]
-    ) -> tuple[ModelClient, t.Any, list[dict[str, t.Any]]]:
+    ) -> tuple[ServedModel, t.Any, dict[str, t.Any]]:
         # Whether the model fits is decided before counting the request: like MultiInference,
         # an UNIMPLEMENTED answer is not a model request (nor a 5xx in the request metric).
         client = self.models.get(request.model_spec)
@@ -204,27 +176,27 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         with track(client.info.name, "grpc"):
             self.models.check_size(request)
             batch = codec.examples_batch(request.input, signature.input, self.models.limits)
-            rows = await self._run(client, signature.name, batch)
-        return client, signature, rows
+            outputs = await client.run(signature.name, batch)
+        return client, signature, outputs
 
     @_rpc
     async def Classify(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
-        client, signature, rows = await self._run_examples(request, codec.classify_signature)
+        client, signature, outputs = await self._run_examples(request, codec.classify_signature)
         return classification_pb2.ClassificationResponse(
             model_spec=self.models.model_spec(client, signature.name),
-            result=codec.classification_result(rows, client.info),
+            result=codec.classification_result(outputs, client.info),
         )
 
     @_rpc
     async def Regress(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
-        client, signature, rows = await self._run_examples(request, codec.regress_signature)
+        client, signature, outputs = await self._run_examples(request, codec.regress_signature)
         return regression_pb2.RegressionResponse(
             model_spec=self.models.model_spec(client, signature.name),
-            result=codec.regression_result(rows, signature),
+            result=codec.regression_result(outputs, signature),
         )
 
     async def MultiInference(self, request: t.Any, context: grpc.aio.ServicerContext) -> t.NoReturn:
@@ -237,7 +209,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """``tensorflow.serving.ModelService/GetModelStatus``: the one served version."""
+    """``tensorflow.serving.ModelService/GetModelStatus``: the served version and its state."""
 
     def __init__(self, models: Models) -> None:
         self.models = models
@@ -246,11 +218,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        client = self.models.get(request.model_spec)
-        ready = await self.models.is_ready(client)
-        state = get_model_status_pb2.ModelVersionStatus
+        model = self.models.get(request.model_spec)
+        states = get_model_status_pb2.ModelVersionStatus
         response = get_model_status_pb2.GetModelStatusResponse()
-        response.model_version_status.add(
-            version=client.info.version, state=state.AVAILABLE if ready else state.LOADING
-        )  # status: error_code OK (0), empty message
+        status = response.model_version_status.add(
+            version=model.info.version, state=getattr(states, model.state.value)
+        )  # status: error_code OK (0), empty message, unless loading failed
+        if model.error:
+            status.status.error_code = 2  # tensorflow.error.Code UNKNOWN, as TF Serving reports
+            status.status.error_message = model.error
         return response

@@ -1,22 +1,27 @@
 """Per-model Prometheus metrics, next to BentoML's own on ``/metrics``.
 
-``bentoml serve`` puts every worker process (gateway and model runners) in prometheus_client's
-multiprocess mode with one shared directory, so metrics observed in a runner process show up
-on the gateway's ``/metrics``. (``bentoml.metrics`` is deprecated in 1.4 in favour of
-prometheus_client itself.)
+``bentoml serve`` puts every worker process in prometheus_client's multiprocess mode with
+one shared directory, so ``/metrics`` of any worker shows the sum over all workers.
+(``bentoml.metrics`` is deprecated in 1.4 in favour of prometheus_client itself.)
 
 * ``keras_serving_requests_total{model,door,code}``: requests answered, by HTTP status.
 * ``keras_serving_errors_total{model,door,reason}``: requests that failed, by error class.
 * ``keras_serving_batch_size{model,signature}``: rows per model call (before padding).
 * ``keras_serving_padded_batch_size{model,signature}``: rows per model call after padding.
-* ``keras_serving_queue_wait_seconds{model,signature}``: gateway sending a request to its
-  batch starting on the runner (batcher queue + transport).
+* ``keras_serving_queue_wait_seconds{model,signature}``: a request entering its model's
+  queue to its batch starting.
 * ``keras_serving_execution_seconds{model,signature}``: one model call (one batch).
+* ``keras_serving_queue_depth{model,signature}``: rows waiting (summed over live workers).
+* ``keras_serving_refused_total{model,reason}``: requests refused before the model ran:
+  ``overload`` (queue full) or ``deadline`` (expired while queued).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import contextlib
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge, Histogram
 
 _SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -45,7 +50,7 @@ PADDED_BATCH_SIZE = Histogram(
 )
 QUEUE_WAIT = Histogram(
     "keras_serving_queue_wait_seconds",
-    "From the gateway sending a request to its batch starting on the model runner.",
+    "From a request entering its model's queue to its batch starting.",
     ["model", "signature"],
     buckets=_TIME_BUCKETS,
 )
@@ -55,3 +60,33 @@ EXECUTION = Histogram(
     ["model", "signature"],
     buckets=_TIME_BUCKETS,
 )
+QUEUE_DEPTH = Gauge(
+    "keras_serving_queue_depth",
+    "Rows waiting in a model signature's queue.",
+    ["model", "signature"],
+    multiprocess_mode="livesum",
+)
+REFUSED = Counter(
+    "keras_serving_refused_total",
+    "Requests refused before the model ran: overload (queue full) or deadline (expired).",
+    ["model", "reason"],
+)
+
+
+@contextlib.contextmanager
+def track(model: str, door: str) -> Iterator[None]:
+    """Counts one request of ``door`` (rest, tfserving, grpc) to ``model``, by outcome."""
+    from service.errors import ServingError
+
+    try:
+        yield
+    except ServingError as exc:
+        REQUESTS.labels(model=model, door=door, code=str(int(exc.error_code))).inc()
+        ERRORS.labels(model=model, door=door, reason=type(exc).__name__).inc()
+        raise
+    except Exception as exc:
+        REQUESTS.labels(model=model, door=door, code="500").inc()
+        ERRORS.labels(model=model, door=door, reason=type(exc).__name__).inc()
+        raise
+    else:
+        REQUESTS.labels(model=model, door=door, code="200").inc()

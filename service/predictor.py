@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec
+from service.config import bucket_for
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,6 @@ def configure_devices() -> list[str]:
         except RuntimeError as exc:  # already initialized: keep whatever was configured
             logger.warning("could not enable memory growth on %s: %s", gpu.name, exc)
     return [gpu.name for gpu in gpus]
-
-
-def bucket_for(n: int, buckets: tuple[int, ...]) -> int:
-    """The smallest bucket holding ``n`` rows (``n`` must not exceed the largest)."""
-    for size in buckets:
-        if n <= size:
-            return size
-    raise ValueError(f"batch of {n} rows exceeds the largest bucket {buckets[-1]}")
 
 
 def is_xla_compiled(function: Any) -> bool:

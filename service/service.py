@@ -1,38 +1,35 @@
-"""The BentoML service: a gateway in front of one batching runner per model.
+"""The BentoML service: every model in-process in every worker, behind every door.
 
-``bentoml serve`` (from the repository root; ``bentofile.yaml`` names ``Gateway``) serves the
-latest registered version of every model in the store (``$BENTOML_HOME``). This file only
-wires: model runners from :mod:`service.runners`, the friendly endpoints of
-:mod:`service.endpoints`, TF Serving's REST API from :mod:`service.tfserving_rest`.
-See ``service/ARCHITECTURE.md``.
+``bentoml serve`` (from the repository root; ``bentofile.yaml`` names ``ModelServer``) starts
+``SERVICE_WORKERS`` processes of this one service. Each worker loads every served model
+(:mod:`service.engine`, one thread and one batch queue per model signature), answers the
+friendly JSON endpoints and TF Serving's REST API (through :mod:`service.http_router`, which
+skips BentoML's per-request machinery) and runs a gRPC server on the shared gRPC port.
+This file only wires; see ``service/ARCHITECTURE.md``.
 
 Typical usage::
 
-    bentoml serve                       # http://localhost:3000, docs at /docs
+    bentoml serve                       # http://localhost:3000, docs at /docs; gRPC on :8500
     curl -X POST localhost:3000/imdb/sentiment -H 'content-type: application/json' \\
          -d '{"texts": ["a wonderful film"]}'
 """
 
 from __future__ import annotations
 
+import os
 import typing as t
 from pathlib import Path
 
-import _bentoml_impl.server
 import bentoml
 from pydantic import BaseModel
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Route
 
-from service import endpoints, tfserving_rest
+from service import endpoints
 from service.catalog import ModelInfo, bento_tags, latest_tags
-from service.config import ServingSettings
-from service.dispatch import ModelClient, track
-from service.errors import ModelNotFound, ServingError
-from service.middleware import BodyLimitMiddleware, ErrorShapeMiddleware
-from service.runners import runner_service
+from service.config import ServingSettings, cuda_device_for_worker
+from service.engine import Engine, PeerReadiness, ServedModel
+from service.errors import ServingError
+from service.http_router import FastRoutes, error_response
+from service.metrics import track
 from service.schemas import (
     ForecastRequest,
     ForecastResponse,
@@ -47,75 +44,97 @@ from service.schemas import (
 )
 
 SETTINGS = ServingSettings.from_env()
+# One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
+_CARD = cuda_device_for_worker(
+    bentoml.server_context.worker_index, SETTINGS.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")
+)
+if _CARD is not None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = _CARD
 # Inside a built Bento (<bento>/src/service/service.py) serve the versions it was built with.
 TAGS = bento_tags(Path(__file__).resolve().parents[2] / "bento.yaml", SETTINGS.models)
 MODELS: dict[str, ModelInfo] = {
     name: ModelInfo.from_path(name, tag, bentoml.models.get(tag).path)
     for name, tag in (TAGS or latest_tags(SETTINGS.models)).items()
 }
-RUNNERS = {name: runner_service(info, SETTINGS) for name, info in MODELS.items()}
 
 
-async def docs_page(request: Request) -> FileResponse:
-    """Swagger UI at ``/docs`` (BentoML serves it at ``/``; the spec is ``/docs.json``)."""
-    return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
+def model_attribute(name: str) -> str:
+    return f"{name}_model"
 
 
-EXTRA_ROUTES = Starlette(
-    routes=[*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])]
-)
-
-
-def with_runners(cls: type) -> type:
-    """Adds one ``bentoml.depends`` attribute per model runner (named after the model)."""
-    for name, runner in RUNNERS.items():
-        setattr(cls, name, bentoml.depends(runner))
+def with_models(cls: type) -> type:
+    """One ``bentoml.models.BentoModel`` class attribute per served model, so that
+    ``bentoml build`` packages them with the Bento."""
+    for name, info in MODELS.items():
+        setattr(cls, model_attribute(name), bentoml.models.BentoModel(info.tag))
     return cls
 
 
-@bentoml.service(
-    name="keras_serving",
-    workers=SETTINGS.gateway_workers,
-    traffic={"timeout": SETTINGS.timeout_s},
-)
-@bentoml.asgi_app(EXTRA_ROUTES, path="/")
-@with_runners
-class Gateway:
-    """Friendly JSON endpoints and TF Serving's REST API for every served model."""
+def service_config(settings: ServingSettings) -> dict[str, t.Any]:
+    """BentoML's service options: workers, timeout, GPUs, and the per-request middleware
+    kept (access log and tracing only when asked for: their cost is in ARCHITECTURE.md)."""
+    config: dict[str, t.Any] = {
+        "workers": settings.workers,
+        "traffic": {"timeout": settings.timeout_s},
+        "logging": {"access": {"enabled": settings.access_log}},
+    }
+    if not settings.tracing:
+        config["tracing"] = {"excluded_urls": [".*"]}
+    if settings.gpus > 0:
+        config["resources"] = {"gpu": settings.gpus}
+    return config
+
+
+@bentoml.service(name="keras_serving", **service_config(SETTINGS))
+@with_models
+class ModelServer:
+    """Friendly JSON endpoints, TF Serving's REST and gRPC APIs for every served model."""
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        self.models = {
-            name: ModelClient(info, getattr(self, name)) for name, info in MODELS.items()
-        }
+        paths = {name: getattr(self, model_attribute(name)).path for name in MODELS}
+        self.engine = Engine(
+            {name: (info, paths[name]) for name, info in MODELS.items()}, SETTINGS
+        )
+        self.engine.start()  # loads and warms up in the background; see ready()
+        self.peers = PeerReadiness(
+            SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
+        )
 
-    def model(self, name: str, version: str | int | None = None) -> ModelClient:
-        """The client of model ``name`` (at ``version``, when given).
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        return self.engine.models
+
+    def model(self, name: str, version: str | int | None = None) -> ServedModel:
+        """The served model ``name`` (at ``version``, when given).
 
         Raises:
             ModelNotFound: not served, or not at that version.
         """
-        client = self.models.get(name)
-        if client is None:
-            served = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"model '{name}' is not served (served: {served})")
-        if version is not None and str(version) != str(client.info.version):
-            raise ModelNotFound(
-                f"version {version} of model '{name}' is not served (serving version {client.info.version})"
-            )
-        return client
+        return self.engine.model(name, version)
+
+    def ready(self) -> bool:
+        """Every model of every worker is loaded and warmed up (``/readyz``, gRPC health)."""
+        if not self.engine.ready:
+            return False
+        self.peers.mark_ready()
+        return self.peers.all_ready()
+
+    async def __is_ready__(self) -> bool:
+        return self.ready()
 
     @bentoml.on_startup
     async def _start_grpc(self) -> None:
         """TF Serving's gRPC API on ``$GRPC_PORT``, in this worker's event loop."""
-        from service import grpc_server  # grpc, health and reflection: gateway workers only
+        from service import grpc_server
 
         self.grpc = await grpc_server.serve(self)
 
     @bentoml.on_shutdown
-    async def _stop_grpc(self) -> None:
+    async def _stop(self) -> None:
         if getattr(self, "grpc", None) is not None:
             await self.grpc.stop()
+        await self.engine.close()
 
     async def _answer(
         self,
@@ -130,7 +149,7 @@ class Gateway:
                     await handler(self.model(name), settings=self.settings, **fields)
                 )
         except ServingError as exc:
-            return JSONResponse(exc.to_json(), status_code=int(exc.error_code))
+            return error_response(exc)
 
     @bentoml.api(route="/reuters/classify", input_spec=TopicsRequest)
     async def reuters_classify(self, texts: list[str], top_k: int = 3) -> TopicsResponse:
@@ -173,5 +192,5 @@ class Gateway:
         )
 
 
-Gateway.add_asgi_middleware(ErrorShapeMiddleware)
-Gateway.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+# Outermost of the service's middleware: the hot routes skip BentoML's per-request machinery.
+ModelServer.add_asgi_middleware(FastRoutes, settings=SETTINGS, apis=ModelServer.apis)

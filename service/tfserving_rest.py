@@ -9,8 +9,8 @@ Implements, with TF Serving's JSON shapes and its ``{"error": "..."}`` error bod
   ``{"b64": "..."}``.
 
 The codec functions are pure (JSON <-> numpy); the Starlette routes at the bottom reach the
-gateway through ``bentoml.get_current_service()`` and the same :class:`ModelClient` (and so
-the same batch queues) as every other door.
+service through ``bentoml.get_current_service()`` and the same
+:class:`~service.engine.ServedModel` (and so the same batch queues) as every other door.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from starlette.routing import Route
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
 from service.errors import InvalidInput, ModelNotFound, ServingError
 from service.inputs import check_batch, tensor_from_json
+from service.metrics import track
 from tfserving_api.tensors import DT_NAMES
 
 logger = logging.getLogger("bentoml.keras_serving.tfserving")
@@ -102,23 +103,34 @@ def _named_value(value: t.Any, tensor: TensorSpec, field: str) -> t.Any:
     return value[tensor.name]
 
 
+def _plain(column: np.ndarray) -> list[t.Any]:
+    if column.dtype == object:  # tf.string -> bytes; every string output here is UTF-8 text
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(
+            column
+        ).tolist()
+    return column.tolist()
+
+
 def format_predict_response(
-    rows: list[dict[str, t.Any]], signature: SignatureSpec, fmt: str
+    outputs: t.Mapping[str, np.ndarray], signature: SignatureSpec, fmt: str
 ) -> dict[str, t.Any]:
-    """Runner rows -> ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar),
-    collapsing to bare values when the signature has a single output, as TF Serving does."""
-    keys = [k for k in signature.outputs if k in rows[0]] if rows else list(signature.outputs)
+    """Model outputs (numpy columns) -> ``{"predictions": ...}`` (row) or ``{"outputs": ...}``
+    (columnar), collapsing to bare values when the signature has a single output, as TF
+    Serving does."""
+    keys = [k for k in signature.outputs if k in outputs]
+    columns = {k: _plain(outputs[k]) for k in keys}
     if fmt == "row":
         if len(keys) == 1:
-            return {"predictions": [row[keys[0]] for row in rows]}
-        return {"predictions": [{k: row[k] for k in keys} for row in rows]}
+            return {"predictions": columns[keys[0]]}
+        rows = len(columns[keys[0]]) if keys else 0
+        return {"predictions": [{k: columns[k][i] for k in keys} for i in range(rows)]}
     if len(keys) == 1:
-        return {"outputs": [row[keys[0]] for row in rows]}
-    return {"outputs": {k: [row[k] for row in rows] for k in keys}}
+        return {"outputs": columns[keys[0]]}
+    return {"outputs": columns}
 
 
 def model_status(info: ModelInfo, ready: bool) -> dict[str, t.Any]:
-    """``GET /v1/models/{name}``: one version, AVAILABLE once its runner is warm."""
+    """``GET /v1/models/{name}``: one version, AVAILABLE once loaded and warmed up."""
     return {
         "model_version_status": [
             {
@@ -170,7 +182,7 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
         try:
             return await handler(request)
         except ServingError as exc:
-            return JSONResponse(exc.to_json(), status_code=int(exc.error_code))
+            return JSONResponse(exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers())
         except Exception:
             logger.exception("%s %s failed", request.method, request.url.path)
             return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
@@ -178,7 +190,7 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
     return wrapper
 
 
-def _gateway() -> t.Any:
+def _server() -> t.Any:
     import bentoml
 
     return bentoml.get_current_service()
@@ -190,29 +202,27 @@ def _version(request: Request) -> str | None:
 
 @_json_errors
 async def status_view(request: Request) -> JSONResponse:
-    client = _gateway().model(request.path_params["name"], _version(request))
-    return JSONResponse(model_status(client.info, await client.is_ready()))
+    client = _server().model(request.path_params["name"], _version(request))
+    return JSONResponse(model_status(client.info, client.ready))
 
 
 @_json_errors
 async def metadata_view(request: Request) -> JSONResponse:
-    client = _gateway().model(request.path_params["name"], _version(request))
+    client = _server().model(request.path_params["name"], _version(request))
     return JSONResponse(model_metadata(client.info))
 
 
 @_json_errors
 async def predict_view(request: Request) -> JSONResponse:
-    from service.dispatch import track
-
-    gateway = _gateway()
+    server = _server()
     name = request.path_params["name"]
-    with track(name if name in gateway.models else "unknown", "tfserving"):
-        client = gateway.model(name, _version(request))
+    with track(name if name in server.models else "unknown", "tfserving"):
+        client = server.model(name, _version(request))
         signature, batch, fmt = parse_predict_request(
-            await request.body(), client.info, gateway.settings.max_items
+            await request.body(), client.info, server.settings.max_items
         )
-        rows = await client.run(signature.name, batch)
-    return JSONResponse(format_predict_response(rows, signature, fmt))
+        outputs = await client.run(signature.name, batch)
+    return JSONResponse(format_predict_response(outputs, signature, fmt))
 
 
 @_json_errors
@@ -223,7 +233,7 @@ async def not_found_view(request: Request) -> JSONResponse:
     )
 
 
-# Mounted at the root next to BentoML's own routes (see service/service.py).
+# Served by service/http_router.py ahead of BentoML's own routes.
 routes = [
     Route("/v1/models/{name}:predict", predict_view, methods=["POST"]),
     Route("/v1/models/{name}/versions/{version}:predict", predict_view, methods=["POST"]),

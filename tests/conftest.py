@@ -60,7 +60,14 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
-    """Every model trained once (synthetic, --quick, 1 epoch) and registered in a fresh store."""
+    """Every model trained once (synthetic, --quick, 1 epoch) and registered in a fresh store.
+
+    ``TEST_STORE=DIR`` reuses a store trained earlier the same way into ``DIR/home`` and
+    ``DIR/exports`` (a developer's shortcut when iterating; CI always trains afresh).
+    """
+    reuse = os.environ.get("TEST_STORE")
+    if reuse:
+        return TrainedStore(home=Path(reuse) / "home", exports=Path(reuse) / "exports")
     home = tmp_path_factory.mktemp("bentoml_home")
     exports = tmp_path_factory.mktemp("exports")
     command = [sys.executable, "-m", "training", "all", "--synthetic", "--quick", "--epochs", "1"]

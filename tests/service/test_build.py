@@ -38,13 +38,13 @@ def test_bentoml_build_contains_service_code_and_models(trained_store):
     name, version = tag.split(":")
     bento = trained_store.home / "bentos" / name / version
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert manifest["service"] == "service.service:Gateway"
+    assert manifest["service"] == "service.service:ModelServer"
     services = {s["name"]: s for s in manifest["services"]}
-    assert set(services) == {"keras_serving", *(f"{m}_runner" for m in MODELS)}
-    # BentoML 1.4 records each runner's model in the Bento (``bentoml export`` ships them).
+    assert set(services) == {"keras_serving"}  # one service: every model in-process
+    # BentoML 1.4 records the service's models in the Bento (``bentoml export`` ships them).
     packaged = {m["tag"] for s in services.values() for m in s["models"]}
     assert {tag.split(":")[0] for tag in packaged} == MODELS
-    for module in ("service.py", "runners.py", "predictor.py", "tfserving_rest.py"):
+    for module in ("service.py", "engine.py", "batcher.py", "predictor.py", "tfserving_rest.py"):
         assert (bento / "src" / "service" / module).is_file(), module
     for tag in packaged:
         name, version = tag.split(":")

@@ -239,8 +239,11 @@ def test_decode_inputs_names_missing_and_unknown_inputs() -> None:
 
 def test_outputs_are_encoded_batch_first_and_filtered() -> None:
     signature = IMDB.signatures["predict_text"]
-    rows = [{"probabilities": [0.25, 0.75], "label": 1}, {"probabilities": [0.5, 0.5], "label": 0}]
-    outputs = codec.encode_outputs(rows, signature, codec.select_outputs(signature, []))
+    columns = {
+        "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]], np.float32),
+        "label": np.array([1, 0], np.int64),
+    }
+    outputs = codec.encode_outputs(columns, signature, codec.select_outputs(signature, []))
     assert to_ndarray(outputs["probabilities"]).dtype == np.float32
     np.testing.assert_array_equal(to_ndarray(outputs["probabilities"]), [[0.25, 0.75], [0.5, 0.5]])
     assert (
@@ -250,8 +253,13 @@ def test_outputs_are_encoded_batch_first_and_filtered() -> None:
     assert codec.select_outputs(signature, ["label", "label"]) == ["label"]
     with pytest.raises(InvalidInput, match="output_filter: .* no output 'scores'"):
         codec.select_outputs(signature, ["scores"])
-    strings = codec.to_tensor_proto(["gut", "ja"], TensorSpec("translation", "string", (None,)))
-    assert to_ndarray(strings).tolist() == [b"gut", b"ja"]
+    translate = SignatureSpec(
+        "translate", {}, {"translation": TensorSpec("translation", "string", (None,))}
+    )
+    strings = codec.encode_outputs(
+        {"translation": np.array([b"gut", b"ja"], dtype=object)}, translate, ["translation"]
+    )
+    assert to_ndarray(strings["translation"]).tolist() == [b"gut", b"ja"]
 
 
 def test_signature_def_map_and_labels() -> None:
@@ -374,12 +382,14 @@ def test_classify_and_regress_fit_only_their_models() -> None:
         codec.regress_signature(IMDB, "")
     with pytest.raises(ModelNotFound, match="no signature 'nope'"):
         codec.classify_signature(IMDB, "nope")
-    result = codec.classification_result([{"probabilities": [0.2, 0.8]}], IMDB)
+    result = codec.classification_result(
+        {"probabilities": np.array([[0.2, 0.8]], np.float32)}, IMDB
+    )
     assert [(c.label, round(c.score, 3)) for c in result.classifications[0].classes] == [
         ("negative", 0.2),
         ("positive", 0.8),
     ]
     regression = codec.regression_result(
-        [{"forecast": 1.5}, {"forecast": -2.0}], COSINE.signatures["forecast"]
+        {"forecast": np.array([1.5, -2.0], np.float32)}, COSINE.signatures["forecast"]
     )
     assert [r.value for r in regression.regressions] == [1.5, -2.0]

@@ -1,5 +1,5 @@
-"""``service.grpc_server`` in-process, over fake model clients: readiness (UNAVAILABLE and
-health NOT_SERVING until the runners are ready), the error table, TLS, graceful stop and
+"""``service.grpc_server`` in-process, over a fake model: readiness (UNAVAILABLE and
+health NOT_SERVING until the models are ready), the error table, TLS, graceful stop and
 the ``GRPC_*`` settings. The live server is exercised in ``test_grpc.py``."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from test_grpc_codec import COSINE
 from clients.grpc import Client
 from service import errors
 from service import grpc_server as gs
+from service.engine import State
 from service.grpc_codec import Limits
 from service.grpc_servicers import Models
 from tfserving_api._proto.tensorflow_serving.apis import (
@@ -36,7 +37,7 @@ WINDOW = np.arange(10, dtype=np.float32)[None]
 
 
 class FakeModel:
-    """A ModelClient stand-in: ``forecast`` = the window's sum; knobs for readiness and faults."""
+    """A ServedModel stand-in: ``forecast`` = the window's sum; knobs for readiness and faults."""
 
     def __init__(self) -> None:
         self.info = COSINE
@@ -45,16 +46,21 @@ class FakeModel:
         self.delay = 0.0
         self.calls = 0
 
-    async def is_ready(self) -> bool:
-        return self.ready
+    error: str | None = None
 
-    async def run(self, signature: str, inputs: np.ndarray) -> list[dict]:
+    @property
+    def state(self) -> State:
+        return State.AVAILABLE if self.ready else State.LOADING
+
+    async def run(self, signature: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
+        if not self.ready:
+            raise errors.NotReady("model 'cosine' is not available (loading), retry later")
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        return [{"forecast": float(row.sum())} for row in inputs]
+        return {"forecast": inputs.sum(axis=1)}
 
 
 @dataclass
@@ -129,7 +135,7 @@ def start() -> Iterator[Callable[..., Running]]:
     thread.join(10)
 
 
-def test_unavailable_and_not_serving_until_the_runner_is_ready(start) -> None:
+def test_unavailable_and_not_serving_until_the_model_is_ready(start) -> None:
     served = start()
     with served.channel() as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -138,7 +144,7 @@ def test_unavailable_and_not_serving_until_the_runner_is_ready(start) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.Predict(_predict_request(), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "model 'cosine' is loading" in caught.value.details()
+        assert "model 'cosine' is not available (loading)" in caught.value.details()
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
             GetModelStatusRequest(model_spec={"name": "cosine"}), timeout=5
         )
@@ -175,19 +181,21 @@ def test_every_service_error_maps_to_its_status(start, error, code) -> None:
         assert stub.Predict(_predict_request(), timeout=5).outputs["forecast"]
 
 
-def test_a_runner_going_away_is_probed_again(start) -> None:
+def test_health_follows_a_model_that_stops_being_available(start) -> None:
     served = start()
     served.model.ready = True
     served.wait_serving()
-    served.model.fail = errors.NotReady("runner unreachable")
-    served.model.ready = False
+    served.model.ready = False  # e.g. unloading
+    deadline = time.monotonic() + 5
+    while served.health() != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert time.monotonic() < deadline, "health still SERVING"
+        time.sleep(0.1)
     with served.channel() as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for _ in range(2):  # the run fails, then the door itself refuses (cached state dropped)
-            with pytest.raises(grpc.RpcError) as caught:
-                stub.Predict(_predict_request(), timeout=5)
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert served.model.calls == 1
+        with pytest.raises(grpc.RpcError) as caught:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                _predict_request(), timeout=5
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_request_over_the_size_cap_is_resource_exhausted(start) -> None:

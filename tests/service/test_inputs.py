@@ -192,15 +192,18 @@ def test_tfserving_rejects(body, error, fragment):
 
 def test_tfserving_responses_collapse_single_outputs():
     rows = [{"probabilities": [0.1, 0.9], "label": 1}]
+    columns = {"probabilities": np.array([[0.1, 0.9]]), "label": np.array([1])}
     sig = INFO.signature("serving_default")
-    assert format_predict_response(rows, sig, "row") == {"predictions": rows}
-    assert format_predict_response(rows, sig, "columnar") == {
+    assert format_predict_response(columns, sig, "row") == {"predictions": rows}
+    assert format_predict_response(columns, sig, "columnar") == {
         "outputs": {"probabilities": [[0.1, 0.9]], "label": [1]}
     }
     single = SignatureSpec(
         "s", {"w": IDS}, {"forecast": TensorSpec("forecast", "float32", (None,))}
     )
-    assert format_predict_response([{"forecast": 1.5}], single, "row") == {"predictions": [1.5]}
+    assert format_predict_response({"forecast": np.array([1.5])}, single, "row") == {
+        "predictions": [1.5]
+    }
     meta = model_metadata(INFO)
     assert meta["model_spec"] == {"name": "toy", "signature_name": "", "version": "3"}
     inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
@@ -213,15 +216,22 @@ def test_tfserving_responses_collapse_single_outputs():
 
 def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("SERVICE_BATCH_BUCKETS", "8,1,2")
-    monkeypatch.setenv("SERVICE_GPUS", "0.5")
+    monkeypatch.setenv("SERVICE_GPUS", "1")
     monkeypatch.setenv("SERVICE_WORKERS", "2")
+    monkeypatch.setenv("SERVICE_MAX_QUEUE", "100")
+    monkeypatch.setenv("SERVICE_MAX_QUEUE_DELAY_MS", "2.5")
     settings = ServingSettings.from_env()
     assert (settings.buckets, settings.max_batch_size, settings.max_items) == ((1, 2, 8), 8, 8)
-    assert (settings.gpus, settings.runner_workers, settings.gateway_workers) == (0.5, 2, 1)
+    assert (settings.gpus, settings.workers) == (1, 2)
+    assert (settings.max_queue, settings.max_queue_delay_ms) == (100, 2.5)
+    assert not settings.access_log and not settings.tracing
     for name, value in [
         ("SERVICE_XLA", "maybe"),
         ("SERVICE_WORKERS", "0"),
         ("SERVICE_MAX_ITEMS", "9"),
+        ("SERVICE_MAX_QUEUE", "0"),
+        ("SERVICE_GPUS", "0.5"),
+        ("SERVICE_ACCESS_LOG", "maybe"),
     ]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ValueError, match=name):

@@ -1,0 +1,113 @@
+"""The HTTP doors, served without BentoML's per-request machinery.
+
+BentoML still declares the service: the friendly endpoints are typed ``@bentoml.api``
+methods (documented at ``/docs``, callable with BentoML's own clients), and ``bentoml
+serve`` runs the workers. But its per-request path (``@bentoml.api`` dispatch, request
+context, tracing and access-log middleware) costs more CPU than our models on a small
+machine (measured in ``service/ARCHITECTURE.md``). This ASGI middleware, installed as the
+service's outermost middleware, answers the hot routes itself:
+
+* every ``@bentoml.api`` route: the body is parsed by the method's own ``input_spec``
+  (:class:`service.schemas.RequestModel`, JSON or multipart) and the *same* bound method is
+  called, so both paths share one implementation;
+* TensorFlow Serving's REST routes (:mod:`service.tfserving_rest`) and the ``/docs`` page.
+
+Everything else (``/readyz``, ``/livez``, ``/metrics``, ``/docs.json``, unknown routes)
+falls through to BentoML's app. On both paths every error body is ``{"error": "..."}``
+and bodies over ``SERVICE_MAX_BODY_BYTES`` are 413 before any parsing.
+
+Typical usage::
+
+    Service.add_asgi_middleware(FastRoutes, settings=settings)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+from pathlib import Path
+
+from pydantic import BaseModel
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route, Router
+
+from service import tfserving_rest
+from service.config import ServingSettings
+from service.engine import request_deadline
+from service.errors import ServingError
+from service.middleware import ASGIApp, BodyLimitMiddleware, ErrorShapeMiddleware, Receive, Scope, Send
+
+logger = logging.getLogger("bentoml.keras_serving.http")
+
+
+def error_response(exc: ServingError) -> JSONResponse:
+    """The ``{"error": ...}`` response of a service error, with its headers (Retry-After)."""
+    return JSONResponse(exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers())
+
+
+def _service() -> t.Any:
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
+def api_route(name: str, api: t.Any) -> Route:
+    """A route calling the function of the service's ``@bentoml.api`` method ``name`` (an
+    ``APIMethod``: ``route``, ``input_spec``, ``func``) directly, in this process."""
+    input_spec: type[BaseModel] = api.input_spec
+    fields = tuple(input_spec.model_fields)
+    func = api.func
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            data = await input_spec.from_http_request(request, None)  # type: ignore[attr-defined]
+        except ServingError as exc:
+            return error_response(exc)
+        result = await func(_service(), **{key: getattr(data, key) for key in fields})
+        if isinstance(result, Response):
+            return result
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    return Route(api.route, endpoint, methods=["POST"], name=name)
+
+
+async def docs_page(request: Request) -> FileResponse:
+    """Swagger UI at ``/docs`` (BentoML serves it at ``/``; the spec is ``/docs.json``)."""
+    import _bentoml_impl.server
+
+    return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
+
+
+class FastRoutes:
+    """Routes the hot paths to our handlers and everything else to BentoML's app."""
+
+    def __init__(self, app: ASGIApp, settings: ServingSettings, apis: t.Mapping[str, t.Any]) -> None:
+        routes = [
+            api_route(name, api) for name, api in apis.items()
+        ]
+        routes += [*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])]
+        self.timeout_s = settings.timeout_s
+        self.paths = {route.path for route in routes if "{" not in route.path}
+        # Both paths answer errors as {"error": ...} and cap the body.
+        self.app = BodyLimitMiddleware(ErrorShapeMiddleware(app), settings.max_body_bytes)
+        router = Router(routes=routes, default=self.app)
+        # ExceptionMiddleware answers the router's own HTTPExceptions (405 on a known path).
+        self.fast = BodyLimitMiddleware(
+            ErrorShapeMiddleware(ExceptionMiddleware(router)), settings.max_body_bytes
+        )
+
+    def _is_fast(self, path: str) -> bool:
+        return path in self.paths or path.startswith("/v1/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._is_fast(scope["path"]):
+            return await self.app(scope, receive, send)
+        token = request_deadline.set(time.monotonic() + self.timeout_s)
+        try:
+            await self.fast(scope, receive, send)
+        finally:
+            request_deadline.reset(token)
+
