@@ -22,8 +22,18 @@ ASGIApp = t.Callable[[Scope, Receive, Send], t.Awaitable[None]]
 PASSTHROUGH_PATHS = ("/readyz", "/livez", "/healthz", "/metrics")
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, t.Any]) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    payload: dict[str, t.Any],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Sends ``payload`` as JSON, with ``headers`` besides content type and length (e.g.
+    ``Retry-After``)."""
     body = json.dumps(payload).encode()
+    kept = [
+        (k, v) for k, v in headers or [] if k.lower() not in (b"content-type", b"content-length")
+    ]
     await send(
         {
             "type": "http.response.start",
@@ -31,6 +41,7 @@ async def _send_json(send: Send, status: int, payload: dict[str, t.Any]) -> None
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *kept,
             ],
         }
     )
@@ -110,7 +121,9 @@ class ErrorShapeMiddleware:
                     message = (
                         f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
                     )
-                await _send_json(send, start["status"], {"error": message})
+                await _send_json(
+                    send, start["status"], {"error": message}, start.get("headers")
+                )
 
         await self.app(scope, receive, capture)
 

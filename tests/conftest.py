@@ -8,10 +8,12 @@ whole process group afterwards, even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import typing as t
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ class RunningServer:
     grpc_port: int  # GRPC_PORT given to the server (for the gRPC door)
     log: Path  # the server's stdout and stderr
     store: TrainedStore
+    pid: int  # the `bentoml serve` process (its children are the workers)
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -101,19 +104,18 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> 
     raise RuntimeError(f"bentoml serve not ready after {timeout:.0f}s:\n{log.read_text()[-6000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(
-    trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    """``bentoml serve`` (the repository's bentofile) on a free port, ready and warmed up."""
+@contextlib.contextmanager
+def start_server(
+    store: TrainedStore, log: Path, wait: bool = True, **settings: str
+) -> Iterator[tuple[RunningServer, subprocess.Popen]]:
+    """``bentoml serve`` (the repository's bentofile) on free loopback ports with extra
+    ``SERVICE_*`` settings; its whole process group is stopped on exit, even on failure.
+
+    Args:
+        wait: wait until ``/readyz`` is 200 before yielding.
+    """
     port, grpc_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    env = _env(
-        trained_store.home,
-        SERVICE_BATCH_BUCKETS=TEST_BUCKETS,
-        GRPC_PORT=str(grpc_port),
-        GRPC_HOST="127.0.0.1",
-    )
+    env = _env(store.home, GRPC_PORT=str(grpc_port), GRPC_HOST="127.0.0.1", **settings)
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -125,9 +127,27 @@ def server(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        started = time.monotonic()
-        _wait_ready(url, proc, log, timeout=600)
-        print(f"\nbentoml serve ready in {time.monotonic() - started:.0f}s ({url})")
-        yield RunningServer(url=url, grpc_port=grpc_port, log=log, store=trained_store)
+        if wait:
+            started = time.monotonic()
+            _wait_ready(url, proc, log, timeout=600)
+            print(f"\nbentoml serve ready in {time.monotonic() - started:.0f}s ({url})")
+        running = RunningServer(url=url, grpc_port=grpc_port, log=log, store=store, pid=proc.pid)
+        yield running, proc
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture(scope="session")
+def server(
+    trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """``bentoml serve`` on free ports, ready and warmed up (default settings but buckets)."""
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with start_server(trained_store, log, SERVICE_BATCH_BUCKETS=TEST_BUCKETS) as (running, _):
+        yield running
+
+
+@pytest.fixture(scope="session")
+def server_factory() -> t.Callable[..., t.ContextManager[tuple[RunningServer, subprocess.Popen]]]:
+    """:func:`start_server`, for tests that need a server with settings of their own."""
+    return start_server

@@ -240,3 +240,21 @@ def test_metrics_expose_per_model_series(http):
         r'keras_serving_requests_total\{code="500",door="(rest|tfserving)"[^}]*\} (\S+)', text
     )
     assert all(float(count) == 0 for _, count in failures), failures
+
+
+def test_one_worker_per_core_each_with_every_model(server, http):
+    import os
+
+    import psutil
+
+    workers = [
+        child
+        for child in psutil.Process(server.pid).children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]
+    assert len(workers) == (os.cpu_count() or 1)  # SERVICE_WORKERS=auto
+    # Each worker loaded every model in-process: no runner processes, no internal hop.
+    log = server.log.read_text()
+    for model in ("reuters", "imdb", "cifar", "cosine", "mnist", "translator"):
+        assert log.count(f"{model} v") >= len(workers), model
+    assert "runner" not in " ".join(" ".join(w.cmdline()) for w in workers)
