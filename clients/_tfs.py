@@ -51,6 +51,7 @@ from tfserving_api._proto.tensorflow_serving.apis import (
 )
 from tfserving_api.contract import (
     FORECAST_SIGNATURE,
+    FORECAST_STEPS_SIGNATURE,
     LABELS_FIELD,
     PREDICT_IMAGES_SIGNATURE,
     PREDICT_TEXT_SIGNATURE,
@@ -131,6 +132,8 @@ class TFServingProtocol:
         self._labels: dict[str, tuple[str, ...] | None] = {
             model: tuple(names) for model, names in (labels or {}).items()
         }
+        # Whether the server's cosine export has `forecast_steps` (None: not asked yet).
+        self._forecast_steps: bool | None = None
 
     def _predict(
         self, model: str, signature: str, inputs: Mapping[str, Any], version: int | None = None
@@ -214,14 +217,27 @@ class TFServingProtocol:
         history, steps = _inputs.window(window), _inputs.positive_int(horizon, "horizon")
         values: list[float] = []
         ref = ModelRef("cosine")
-        # Recursive multi-step forecast: each prediction slides into the window.
-        for _ in range(steps):
-            response = yield from self._predict(
-                "cosine", FORECAST_SIGNATURE, {"window": history[None, :]}
-            )
-            value = float(_output(response, "forecast", 1).reshape(-1)[0])
-            values.append(value)
-            history = np.append(history[1:], np.float32(value))
+        # Recursive multi-step forecast: each prediction slides into the window. Exports
+        # with `forecast_steps` do 100 steps in one call; older ones take one call a step.
+        while len(values) < steps:
+            if steps - len(values) > 1 and self._forecast_steps is not False:
+                try:
+                    response = yield from self._predict(
+                        "cosine", FORECAST_STEPS_SIGNATURE, {"window": history[None, :]}
+                    )
+                except ModelNotFound:
+                    self._forecast_steps = False  # an older export: one step per call
+                    continue
+                self._forecast_steps = True
+                new = _output(response, "forecast", 1).reshape(-1)[: steps - len(values)]
+            else:
+                response = yield from self._predict(
+                    "cosine", FORECAST_SIGNATURE, {"window": history[None, :]}
+                )
+                new = _output(response, "forecast", 1).reshape(-1)[:1]
+            new = new.astype(np.float32)
+            values.extend(float(v) for v in new)
+            history = np.concatenate([history, new])[-len(history) :]
             ref = _model_ref(response, "cosine")
         return Forecast(tuple(values), ref)
 
