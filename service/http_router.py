@@ -29,6 +29,7 @@ import typing as t
 from pathlib import Path
 
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -38,7 +39,15 @@ from service import tfserving_rest
 from service.config import ServingSettings
 from service.engine import request_deadline
 from service.errors import ServingError
-from service.middleware import ASGIApp, BodyLimitMiddleware, ErrorShapeMiddleware, Receive, Scope, Send
+from service.middleware import (
+    ASGIApp,
+    BodyLimitMiddleware,
+    ErrorShapeMiddleware,
+    Receive,
+    Scope,
+    Send,
+    http_exception_json,
+)
 
 logger = logging.getLogger("bentoml.keras_serving.http")
 
@@ -66,7 +75,11 @@ def api_route(name: str, api: t.Any) -> Route:
             data = await input_spec.from_http_request(request, None)  # type: ignore[attr-defined]
         except ServingError as exc:
             return error_response(exc)
-        result = await func(_service(), **{key: getattr(data, key) for key in fields})
+        try:
+            result = await func(_service(), **{key: getattr(data, key) for key in fields})
+        except Exception:  # a server fault, never the client's: log it once, answer 500
+            logger.exception("POST %s failed", api.route)
+            return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
         if isinstance(result, Response):
             return result
         return Response(result.model_dump_json(), media_type="application/json")
@@ -94,9 +107,11 @@ class FastRoutes:
         # Both paths answer errors as {"error": ...} and cap the body.
         self.app = BodyLimitMiddleware(ErrorShapeMiddleware(app), settings.max_body_bytes)
         router = Router(routes=routes, default=self.app)
-        # ExceptionMiddleware answers the router's own HTTPExceptions (405 on a known path).
+        # Our handlers answer {"error": ...} themselves; ExceptionMiddleware shapes the
+        # router's own HTTPExceptions (405 on a known path) the same way.
         self.fast = BodyLimitMiddleware(
-            ErrorShapeMiddleware(ExceptionMiddleware(router)), settings.max_body_bytes
+            ExceptionMiddleware(router, handlers={HTTPException: http_exception_json}),
+            settings.max_body_bytes,
         )
 
     def _is_fast(self, path: str) -> bool:

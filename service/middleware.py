@@ -61,8 +61,11 @@ class BodyLimitMiddleware:
         message = f"request body: exceeds the cap of {self.max_bytes} bytes"
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _send_json(send, 413, {"error": message})
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                return await _send_json(send, 413, {"error": message})
+            # The server never delivers more than a declared Content-Length: nothing to count.
+            return await self.app(scope, receive, send)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -87,6 +90,18 @@ class BodyLimitMiddleware:
             return await receive()  # after the body: wait for the disconnect as usual
 
         await self.app(scope, replay, send)
+
+
+def http_exception_json(request: t.Any, exc: t.Any) -> t.Any:
+    """Starlette ``HTTPException`` handler: the same ``{"error": ...}`` body as every other
+    error, e.g. ``Method Not Allowed: GET /imdb/sentiment`` (for ``ExceptionMiddleware``)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"error": f"{exc.detail}: {request.method} {request.url.path}"},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 class ErrorShapeMiddleware:
