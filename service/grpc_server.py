@@ -38,12 +38,13 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service import grpc_codec as codec
 from service.config import _int
-from service.grpc_servicers import Models, ModelServicer, PredictionServicer
+from service.grpc_servicers import Models, ModelServicer, PredictionServicer, Undecodable
 from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -122,6 +123,44 @@ class GrpcSettings:
         return grpc.ssl_server_credentials([pair])
 
 
+class _Recorder:
+    """Stands in for a server to catch the method handlers a generated ``add_*`` builds."""
+
+    def add_generic_rpc_handlers(self, handlers: t.Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, t.Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def _tolerant(parse: t.Callable[[bytes], t.Any]) -> t.Callable[[bytes], t.Any]:
+    def deserialize(data: bytes) -> t.Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:  # answered INVALID_ARGUMENT by the handler, not UNKNOWN
+            return Undecodable(str(exc) or "not a valid protobuf message")
+
+    return deserialize
+
+
+def add_tolerant_servicer(
+    add: t.Callable[[t.Any, t.Any], None], servicer: t.Any, server: t.Any
+) -> None:
+    """``add(servicer, server)`` (a generated ``add_*Servicer_to_server``), except that bytes
+    that do not parse as the request message reach the handler as :class:`Undecodable`
+    instead of failing inside gRPC (which answers ``UNKNOWN`` and logs a traceback)."""
+    recorder = _Recorder()
+    add(servicer, recorder)
+    handlers = {
+        name: handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        for name, handler in recorder.handlers.items()
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(recorder.service, handlers),)
+    )
+    server.add_registered_method_handlers(recorder.service, handlers)
+
+
 def reflection_pool() -> descriptor_pool.DescriptorPool:
     """One pool with every served service's files, for server reflection: the TF Serving
     protos live in the client's private pool, health and reflection in the default one."""
@@ -167,11 +206,15 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(models), self.server
+        add_tolerant_servicer(
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
+            PredictionServicer(models),
+            self.server,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(models), self.server
+        add_tolerant_servicer(
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server,
+            ModelServicer(models),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)

@@ -54,12 +54,25 @@ def status_code(error: ServingError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_code)
 
 
+class Undecodable:
+    """What a handler receives for bytes that are not its request message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _rpc(method: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Awaitable[t.Any]]:
     """Turns service errors into statuses; anything else is a logged INTERNAL, so nothing a
     client sends can take the worker down."""
 
     @functools.wraps(method)
     async def handler(self: t.Any, request: t.Any, context: grpc.aio.ServicerContext) -> t.Any:
+        if isinstance(request, Undecodable):
+            logger.info("%s: undecodable request (%s)", method.__name__, request.reason)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid {method.__name__} request message ({request.reason})",
+            )
         remaining = context.time_remaining()
         if remaining is not None:  # the call's deadline: expired requests never reach the model
             request_deadline.set(time.monotonic() + remaining)

@@ -299,3 +299,19 @@ def test_addresses_and_unreadable_tls_files(tmp_path) -> None:
     missing = gs.GrpcSettings(tls_cert=tmp_path / "no.pem", tls_key=tmp_path / "no.key")
     with pytest.raises(ValueError, match="cannot read"):
         missing.credentials()
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["PredictionService/Predict", "PredictionService/Classify", "ModelService/GetModelStatus"],
+)
+def test_undecodable_bytes_are_invalid_argument(start, method) -> None:
+    served = start()
+    served.model.ready = True
+    with served.channel() as channel:
+        call = channel.unary_unary(f"/tensorflow.serving.{method}")  # raw bytes in and out
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"\x0a\xff\xff\xff\xff\x0f", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid" in caught.value.details()
+    assert served.model.calls == 0
