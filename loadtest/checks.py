@@ -170,3 +170,42 @@ def check(model: str, answer: Answer, items: int, labels: Sequence[str] | None =
             raise BadResponse(f"translations are not all strings: {rows[:3]}")
     else:
         raise ValueError(f"unknown model {model!r}")
+
+
+def check_outputs(model: str, outputs: Mapping[str, Any], items: int) -> None:
+    """Raises :class:`BadResponse` unless the raw output tensor answers ``items`` items.
+
+    The cheap check of the TF Serving doors, on the one output the load generator decodes:
+    ``probabilities`` (one row per item, a distribution over the model's classes),
+    ``translation`` (one string per item) or ``forecast`` (one finite value per window).
+
+    Args:
+        model: imdb, reuters, cifar, mnist, cosine or translator.
+        outputs: Output name -> array (``to_ndarray`` of the TensorProto, or the JSON rows).
+        items: Rows in the request.
+    """
+    import numpy as np
+
+    if model in ("imdb", "reuters", "cifar", "mnist"):
+        probabilities = np.asarray(outputs.get("probabilities"))
+        classes = len(SENTIMENT_LABELS) if model == "imdb" else len(LABELS.get(model) or ())
+        if probabilities.ndim != 2 or probabilities.shape[0] != items:
+            raise BadResponse(f"probabilities of shape {probabilities.shape} for {items} items")
+        if classes and probabilities.shape[1] != classes:
+            raise BadResponse(f"{probabilities.shape[1]} classes, expected {classes}")
+        if probabilities.dtype.kind != "f" or not (
+            (probabilities >= 0).all() and (probabilities <= 1 + TOLERANCE).all()
+        ):
+            raise BadResponse(f"probabilities outside [0, 1]: {probabilities[:2]}")
+        if (np.abs(probabilities.sum(axis=1) - 1.0) > TOLERANCE).any():
+            raise BadResponse(f"probabilities do not sum to 1: {probabilities.sum(axis=1)[:4]}")
+    elif model == "translator":
+        texts = np.asarray(outputs.get("translation"))
+        if texts.shape != (items,) or not all(isinstance(t, (bytes, str)) for t in texts):
+            raise BadResponse(f"translation of shape {texts.shape} for {items} sentences")
+    elif model == "cosine":
+        values = np.asarray(outputs.get("forecast"))
+        if values.shape != (items,) or values.dtype.kind != "f" or not np.isfinite(values).all():
+            raise BadResponse(f"forecast {values[:4]} for {items} windows")
+    else:
+        raise ValueError(f"unknown model {model!r}")

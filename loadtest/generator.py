@@ -6,24 +6,25 @@ benchmark's process, which never imports TensorFlow; the process's own CPU time 
 window (``resource.getrusage``) is recorded, so the report shows whether the generator
 itself could have been the bottleneck.
 
-gRPC goes through ``clients.grpc.AsyncClient`` (``grpc.aio``). HTTP posts pre-encoded JSON
-bodies with ``aiohttp`` rather than ``httpx`` (``clients.http``): measured on the 2-core
-benchmark machine, httpx spent ~2.1 ms of CPU per request against ~0.5 ms for aiohttp, and
-on a small machine every generator CPU second is taken from the server under test.
+What each request is and how its answer is checked is :mod:`loadtest.doors`: pre-encoded
+requests for every door, gRPC through bare ``grpc.aio`` channels with pre-serialized
+``PredictRequest`` bytes (~0.4 ms of CPU per request through ``clients.grpc`` before),
+HTTP posts of pre-encoded JSON with ``aiohttp`` rather than ``httpx`` (measured on the
+2-core benchmark machine: ~2.1 ms of CPU per request for httpx, ~0.3-0.5 ms for aiohttp).
+On a small machine every generator CPU second is taken from the server under test, so
+each run also records the generator's CPU per request.
 
 Typical usage::
 
-    async with load_client("http", "http://127.0.0.1:3000", concurrency=8) as client:
-        run = await measure(workload("imdb", "http"), client, concurrency=8, duration=10, warmup=2)
-    print(run.throughput, run.percentiles["p99_ms"], run.errors)
+    async with load_client("grpc", "127.0.0.1:8500", concurrency=64) as client:
+        run = await measure(workload("imdb", "grpc"), client, concurrency=64, duration=10, warmup=2)
+    print(run.throughput, run.percentiles["p99_ms"], run.errors, run.generator_ms_per_request)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import random
 import resource
 import time
 from collections import Counter
@@ -34,12 +35,9 @@ from typing import Any, ClassVar
 import aiohttp
 import numpy as np
 
-from loadtest import checks, payloads
+from loadtest.doors import Call, GrpcChannels, door_call
 
-POOL = 64  # distinct payloads cycled through by the workers
 TIMEOUT_S = 30.0
-
-Call = Callable[[Any, int], Awaitable[Any]]  # (client, request number) -> checked result
 
 
 @dataclass
@@ -60,6 +58,13 @@ class Run:
         return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
 
     @property
+    def generator_ms_per_request(self) -> float | None:
+        """The generator's CPU milliseconds per answered request (sending, receiving, checking)."""
+        if not self.requests:
+            return None
+        return self.generator_cpu * self.seconds * 1000.0 / self.requests
+
+    @property
     def percentiles(self) -> dict[str, float | None]:
         if not self.latencies_ms:
             return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
@@ -77,76 +82,25 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class HttpStatus(Exception):
-    """A non-200 answer."""
+def workload(model: str, door: str, items: int = 1, path: str | None = None) -> Call:
+    """The checked request of ``model`` through ``door`` (:func:`loadtest.doors.door_call`;
+    ``path`` replaces the friendly endpoint's, for servers answering elsewhere).
 
-
-def _http_call(model: str) -> Call:
-    path, bodies = payloads.PATHS[model], payloads.json_bodies(model, 1)
-    headers = {"Content-Type": "application/json"}
-
-    async def call(session: Any, n: int) -> Any:
-        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
-        answer = checks.from_json(model, json.loads(body))
-        checks.check(model, answer, 1)
-        return answer
-
-    return call
-
-
-def _grpc_call(model: str) -> Call:
-    rng = random.Random(7)
-    if model == "imdb":
-        pool: list[Any] = [payloads.reviews(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.sentiment(item)
-    elif model == "reuters":
-        pool = [payloads.newswires(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.classify_topic(item, top_k=payloads.TOP_K[model])
-    elif model in ("cifar", "mnist"):
-        images = payloads.cifar_images if model == "cifar" else payloads.mnist_images
-        pool = [images(1, rng).astype(np.float32) / np.float32(255.0) for _ in range(POOL)]
-        method = lambda client, item: client.classify_image(
-            item, model, top_k=payloads.TOP_K[model]
-        )
-    elif model == "translator":
-        pool = [payloads.sentences(1, rng) for _ in range(POOL)]
-        method = lambda client, item: client.translate(item)
-    elif model == "cosine":
-        pool = [payloads.window(rng) for _ in range(POOL)]
-        method = lambda client, item: client.forecast(item, horizon=payloads.HORIZON)
-    else:
-        raise ValueError(f"unknown model {model!r}")
-
-    async def call(client: Any, n: int) -> Any:
-        results = await method(client, pool[n % POOL])
-        checks.check(model, checks.from_results(model, results), 1)
-        return results
-
-    return call
-
-
-def workload(model: str, protocol: str) -> Call:
-    """One item per request, as an interactive client sends, checked like in the locustfile.
-
-    Images reach the signature the HTTP endpoint uses over both protocols: uint8 pixels in
-    JSON over HTTP (the gateway scales them), float32 pixels in [0, 1] over gRPC, so that
-    both call ``serving_default`` (uint8 over gRPC would call ``predict_images``).
+    Images reach the signature the friendly endpoint uses through every door: uint8 pixels
+    in JSON over ``http`` (the service scales them), float32 pixels in [0, 1] over
+    ``tfserving`` and ``grpc``, so that all three call ``serving_default``.
     """
-    return _grpc_call(model) if protocol == "grpc" else _http_call(model)
+    return door_call(door, model, items, path)
 
 
 @contextlib.asynccontextmanager
-async def load_client(protocol: str, target: str, concurrency: int) -> AsyncIterator[Any]:
-    """What :func:`workload` calls send through: a ``clients.grpc.AsyncClient``, or an
-    ``aiohttp`` session with a connection per worker. No retries: every failure counts."""
-    if protocol == "grpc":
-        from clients.grpc import AsyncClient as GrpcClient
-
-        async with GrpcClient(target, timeout=TIMEOUT_S, retry=1) as client:
-            yield client
+async def load_client(door: str, target: str, concurrency: int) -> AsyncIterator[Any]:
+    """What :func:`workload` calls send through: :class:`loadtest.doors.GrpcChannels` (one
+    connection per 16 workers) for ``grpc``, else an ``aiohttp`` session with a connection
+    per worker. No retries: every failure counts."""
+    if door == "grpc":
+        async with GrpcChannels(target, concurrency, timeout=TIMEOUT_S) as channels:
+            yield channels
         return
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
@@ -217,9 +171,11 @@ async def measure(
 
 class MetricsDelta:
     """Means over a window of the service's per-model histograms on ``/metrics`` (delta of
-    ``_sum`` over delta of ``_count``; names in ``service/metrics.py``): rows per model call
-    (``keras_serving_batch_size``), the wait from the gateway to the batch starting
-    (``keras_serving_queue_wait_seconds``) and the model call (``keras_serving_execution_seconds``).
+    ``_sum`` over delta of ``_count``; names in ``service/metrics.py``, summed over the
+    workers by prometheus_client's multiprocess mode): rows per model call
+    (``keras_serving_batch_size``), the wait from entering the queue to the batch starting
+    (``keras_serving_queue_wait_seconds``), the model call (``keras_serving_execution_seconds``),
+    and the requests refused over the window (``keras_serving_refused_total``).
     """
 
     HISTOGRAMS: ClassVar[dict[str, str]] = {
@@ -227,6 +183,7 @@ class MetricsDelta:
         "queue_wait": "keras_serving_queue_wait_seconds",
         "execution": "keras_serving_execution_seconds",
     }
+    REFUSED = "keras_serving_refused"  # a counter: family name without "_total"
 
     def __init__(self, url: str, model: str) -> None:
         self.url = url.rstrip("/") + "/metrics"
@@ -234,16 +191,17 @@ class MetricsDelta:
         self.samples: dict[str, dict[str, tuple[float, float]]] = {}
 
     async def scrape(self, edge: str) -> None:
-        """Records the histograms' totals at ``edge`` (``"start"`` or ``"end"``)."""
+        """Records the histograms' and counters' totals at ``edge`` (``"start"`` or ``"end"``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(self.url) as response:
             text = await response.text()
         names = {name: key for key, name in self.HISTOGRAMS.items()}
-        totals = {key: [0.0, 0.0] for key in self.HISTOGRAMS}
+        names[self.REFUSED] = "refused"
+        totals = {key: [0.0, 0.0] for key in (*self.HISTOGRAMS, "refused")}
         for family in text_string_to_metric_families(text):
-            key = names.get(family.name)
+            key = names.get(family.name.removesuffix("_total"))
             if key is None:
                 continue
             for sample in family.samples:
@@ -251,7 +209,11 @@ class MetricsDelta:
                     continue
                 if sample.name.endswith("_sum"):
                     totals[key][0] += sample.value
-                elif sample.name.endswith("_count"):
+                elif (
+                    sample.name.endswith("_count")
+                    or key == "refused"
+                    and sample.name.endswith("_total")
+                ):
                     totals[key][1] += sample.value
         self.samples[edge] = {key: (total, count) for key, (total, count) in totals.items()}
 
@@ -269,3 +231,10 @@ class MetricsDelta:
     @property
     def mean_batch_size(self) -> float | None:
         return self.mean("batch_size")
+
+    @property
+    def refused(self) -> int | None:
+        """Requests the service refused (queue full, deadline) over the window."""
+        if "start" not in self.samples or "end" not in self.samples:
+            return None
+        return int(self.samples["end"]["refused"][1] - self.samples["start"]["refused"][1])

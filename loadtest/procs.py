@@ -50,16 +50,42 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _flag(command: list[str], flag: str) -> str | None:
+    if flag in command and command.index(flag) + 1 < len(command):
+        return command[command.index(flag) + 1]
+    return None
+
+
 def _process_name(command: list[str], is_root: bool) -> str:
-    if "--service-name" in command:
-        index = command.index("--service-name") + 1
-        if index < len(command):
-            return command[index]
-    return "main" if is_root else Path(command[0]).name if command else "?"
+    """``arbiter`` for a ``bentoml serve`` root, ``worker N`` for its workers (BentoML's
+    ``--worker-id``), ``main`` for any other root, else the program's name."""
+    if is_root:
+        return "arbiter" if any(Path(part).name == "bentoml" for part in command[:2]) else "main"
+    worker = _flag(command, "--worker-id")
+    if worker is not None:
+        return f"worker {worker}"
+    return _flag(command, "--service-name") or (Path(command[0]).name if command else "?")
+
+
+def _answers(url: str) -> bool:
+    """``http://...`` answers 200, or ``tcp://host:port`` accepts a connection."""
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class ServerProcess:
-    """A server started in its own process group, ready once ``ready_url`` answers 200."""
+    """A server started in its own process group, ready once ``ready_url`` answers 200
+    (or, for a ``tcp://host:port`` URL, accepts connections)."""
 
     def __init__(
         self,
@@ -120,12 +146,8 @@ class ServerProcess:
                 raise RuntimeError(
                     f"{self.command[0]} exited with {self.proc.returncode}:\n{self.tail()}"
                 )
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if _answers(self.ready_url):
+                return
             time.sleep(0.5)
         raise RuntimeError(f"{self.ready_url} not ready after {self.timeout:.0f}s:\n{self.tail()}")
 
@@ -140,25 +162,43 @@ class ServerProcess:
         """User + system CPU seconds used so far by the server and all its children."""
         return sum(self.cpu_by_process().values())
 
-    def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds so far per process of the tree, named by BentoML's ``--service-name``
-        (``keras_serving`` is the gateway, ``imdb_runner`` a model runner) or the program."""
+    def _processes(self) -> list[tuple[str, psutil.Process]]:
         if self.proc is None:
-            return {}
+            return []
         try:
             root = psutil.Process(self.proc.pid)
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return {}
-        seconds: dict[str, float] = {}
+            return []
+        named = []
         for process in processes:
             try:
-                times, command = process.cpu_times(), process.cmdline()
+                named.append((_process_name(process.cmdline(), process is root), process))
             except psutil.NoSuchProcess:
                 continue
-            name = _process_name(command, process.pid == root.pid)
+        return named
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far per process of the tree: ``arbiter`` and ``worker N`` for
+        ``bentoml serve``, ``main`` for a plain server (helpers under their program's name)."""
+        seconds: dict[str, float] = {}
+        for name, process in self._processes():
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
             seconds[name] = seconds.get(name, 0.0) + times.user + times.system
         return seconds
+
+    def rss_by_process(self) -> dict[str, int]:
+        """Resident memory in bytes per process of the tree, named as in :meth:`cpu_by_process`."""
+        rss: dict[str, int] = {}
+        for name, process in self._processes():
+            try:
+                rss[name] = rss.get(name, 0) + process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return rss
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL to whatever is left after 30 s."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from loadtest import checks, doors
-from loadtest.bare_servers import LAYERS, fixed_predict_response, serve_grpc
+from loadtest.bare_servers import LAYERS, fixed_predict_response, start_grpc
 from loadtest.procs import _answers, _process_name, free_port
 from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
 from tfserving_api.tensors import to_ndarray
@@ -97,19 +97,17 @@ def test_bare_grpc_channels_reach_a_grpc_server_with_pre_serialized_requests():
     port = free_port()
 
     async def scenario() -> list[bytes]:
-        server = asyncio.create_task(serve_grpc(port))
+        server = await start_grpc(port)
         try:
             call = doors.door_call("grpc", "imdb")
             async with doors.GrpcChannels(f"127.0.0.1:{port}", concurrency=20) as channels:
                 assert channels.count == 2  # one connection per 16 clients
-                for _ in range(100):  # the server task needs a moment to bind
-                    if _answers(f"tcp://127.0.0.1:{port}"):
-                        break
-                    await asyncio.sleep(0.05)
-                await asyncio.gather(*(call(channels, n) for n in range(8)))
+                await asyncio.wait_for(
+                    asyncio.gather(*(call(channels, n) for n in range(8))), timeout=20
+                )
                 return [await channels.predict(doors.grpc_requests("imdb")[0], 1)]
         finally:
-            server.cancel()
+            await server.stop(None)
 
     [answer] = asyncio.run(scenario())
     assert answer == fixed_predict_response()

@@ -1,0 +1,246 @@
+"""What the load generator sends through each door, encoded once, and how it checks answers.
+
+Three doors reach the same models: ``http`` (the friendly JSON endpoints), ``tfserving``
+(TF Serving REST, ``POST /v1/models/{m}:predict`` with ``instances``) and ``grpc`` (TF
+Serving's ``PredictionService/Predict``). Each door's requests are built once per model and
+items-per-request, ``POOL`` distinct ones cycled through during a run, so the generator
+spends its CPU on the protocol, not on encoding: JSON bodies are bytes, and gRPC requests
+are serialized ``PredictRequest`` bytes sent through a raw ``grpc.aio`` multicallable (no
+serializer, no client library). Answers are checked cheaply but for real: the output
+tensor is decoded (``tfserving_api.tensors.to_ndarray`` over gRPC, the JSON body over REST)
+and its shape and range checked by :func:`loadtest.checks.check_outputs`.
+
+``tfserving`` and ``grpc`` call the signature the friendly endpoint calls (raw text for
+imdb, reuters and the translator, float pixels in [0, 1] on ``serving_default`` for images,
+``forecast`` for cosine), so the three doors run the same model function.
+
+Typical usage::
+
+    calls = door_call("grpc", "imdb", items=1)        # async (GrpcChannels, n) -> None
+    async with GrpcChannels("127.0.0.1:8500", concurrency=64) as channels:
+        await calls(channels, 0)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+import numpy as np
+
+from loadtest import checks, payloads
+from loadtest.ceiling import model_inputs
+from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
+from tfserving_api.contract import (
+    FORECAST_SIGNATURE,
+    PREDICT_TEXT_SIGNATURE,
+    TENSOR_SIGNATURE,
+    TRANSLATE_SIGNATURE,
+)
+from tfserving_api.tensors import to_ndarray, to_tensor_proto
+
+DOORS = ("http", "tfserving", "grpc")
+POOL = 64  # distinct requests per model and size, cycled through by the workers
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+CLIENTS_PER_CHANNEL = 16  # gRPC load: one HTTP/2 connection per this many workers
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# model -> (signature the friendly endpoint calls, its input, the output checked)
+SIGNATURES: dict[str, tuple[str, str, str]] = {
+    "imdb": (PREDICT_TEXT_SIGNATURE, "text", "probabilities"),
+    "reuters": (PREDICT_TEXT_SIGNATURE, "text", "probabilities"),
+    "cifar": (TENSOR_SIGNATURE, "pixels", "probabilities"),
+    "mnist": (TENSOR_SIGNATURE, "pixels", "probabilities"),
+    "cosine": (FORECAST_SIGNATURE, "window", "forecast"),
+    "translator": (TRANSLATE_SIGNATURE, "sentences", "translation"),
+}
+
+Call = Callable[[Any, int], Awaitable[None]]  # (client, request number) -> None, or raises
+
+
+class HttpStatus(Exception):
+    """A non-200 answer."""
+
+
+def _batches(model: str, items: int) -> list[np.ndarray]:
+    return [model_inputs(model, items, seed=1000 * items + i) for i in range(POOL)]
+
+
+@functools.cache
+def grpc_requests(model: str, items: int = 1) -> tuple[bytes, ...]:
+    """``POOL`` serialized ``PredictRequest`` messages of ``items`` items each.
+
+    Args:
+        model: One of :data:`SIGNATURES`.
+        items: Items (rows) per request.
+
+    Returns:
+        The requests' wire bytes, ready for a multicallable without serializer.
+    """
+    signature, name, _ = SIGNATURES[model]
+    requests = []
+    for batch in _batches(model, items):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = model, signature
+        request.inputs[name].CopyFrom(to_tensor_proto(batch))
+        requests.append(request.SerializeToString())
+    return tuple(requests)
+
+
+def _json_rows(batch: np.ndarray) -> list[Any]:
+    if batch.dtype == object:
+        return [value.decode() for value in batch]
+    if batch.dtype.kind == "f":  # 4 decimals: the same pixels, a third of the JSON
+        return np.round(batch.astype(np.float64), 4).tolist()
+    return batch.tolist()
+
+
+@functools.cache
+def tfserving_bodies(model: str, items: int = 1) -> tuple[bytes, ...]:
+    """``POOL`` pre-encoded TF Serving REST bodies (row format: ``instances``).
+
+    Args:
+        model: One of :data:`SIGNATURES`.
+        items: Items (rows) per request.
+
+    Returns:
+        JSON bodies for ``POST /v1/models/{model}:predict``.
+    """
+    signature, _, _ = SIGNATURES[model]
+    return tuple(
+        json.dumps(
+            {"signature_name": signature, "instances": _json_rows(batch)}, separators=(",", ":")
+        ).encode()
+        for batch in _batches(model, items)
+    )
+
+
+def check_predict_response(model: str, data: bytes, items: int) -> None:
+    """Decodes a serialized ``PredictResponse`` and checks its output tensor.
+
+    Raises:
+        checks.BadResponse: the output is missing or has the wrong shape or values.
+    """
+    response = predict_pb2.PredictResponse.FromString(data)
+    output = SIGNATURES[model][2]
+    if output not in response.outputs:
+        raise checks.BadResponse(f"no output {output!r} in {sorted(response.outputs)}")
+    checks.check_outputs(model, {output: to_ndarray(response.outputs[output])}, items)
+
+
+def check_tfserving_body(model: str, body: bytes, items: int) -> None:
+    """Checks a TF Serving REST ``{"predictions": [...]}`` answer (row format).
+
+    Raises:
+        checks.BadResponse: no ``predictions``, or a wrong output.
+    """
+    output = SIGNATURES[model][2]
+    try:
+        rows = json.loads(body)["predictions"]
+        # Several outputs: one object per row; one output: the bare values (as TF Serving).
+        values = [row[output] for row in rows] if rows and isinstance(rows[0], dict) else rows
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise checks.BadResponse(f"malformed predictions ({exc}): {body[:200]!r}") from None
+    checks.check_outputs(model, {output: np.asarray(values)}, items)
+
+
+def _http(model: str, items: int, path: str | None = None) -> Call:
+    path, bodies = path or payloads.PATHS[model], payloads.json_bodies(model, items)
+    headers = {"Content-Type": "application/json"}
+
+    async def call(session: Any, n: int) -> None:
+        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
+        checks.check(model, checks.from_json(model, json.loads(body)), items)
+
+    return call
+
+
+def _tfserving(model: str, items: int, path: str | None = None) -> Call:
+    path, bodies = path or f"/v1/models/{model}:predict", tfserving_bodies(model, items)
+    headers = {"Content-Type": "application/json"}
+
+    async def call(session: Any, n: int) -> None:
+        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
+        check_tfserving_body(model, body, items)
+
+    return call
+
+
+def _grpc(model: str, items: int, path: str | None = None) -> Call:
+    requests = grpc_requests(model, items)
+
+    async def call(channels: GrpcChannels, n: int) -> None:
+        data = await channels.predict(requests[n % len(requests)], n)
+        check_predict_response(model, data, items)
+
+    return call
+
+
+def door_call(door: str, model: str, items: int = 1, path: str | None = None) -> Call:
+    """The checked request of ``model`` through ``door``, ``items`` items per request.
+
+    Args:
+        door: ``http``, ``tfserving`` or ``grpc``.
+        model: imdb, reuters, cifar, mnist, cosine or translator.
+        items: Items per request (cosine's friendly endpoint always takes one window).
+        path: An HTTP path instead of the door's own (a bare server); ignored for gRPC.
+
+    Returns:
+        An async callable ``(client, request number)``: an aiohttp session for the HTTP
+        doors, :class:`GrpcChannels` for gRPC.
+    """
+    builders = {"http": _http, "tfserving": _tfserving, "grpc": _grpc}
+    if door not in builders:
+        raise ValueError(f"unknown door {door!r}; choose from {', '.join(DOORS)}")
+    if model not in SIGNATURES:
+        raise ValueError(f"unknown model {model!r}")
+    return builders[door](model, items, path)
+
+
+class GrpcChannels:
+    """``grpc.aio`` channels to one target, each its own HTTP/2 connection (a local
+    subchannel pool: otherwise channels to one target share one connection), with the raw
+    ``Predict`` multicallable: bytes in, bytes out, no (de)serializer in the generator.
+
+    Args:
+        target: ``host:port``.
+        concurrency: Closed-loop workers; one channel per ``CLIENTS_PER_CHANNEL`` of them.
+        timeout: Deadline per call, seconds.
+    """
+
+    def __init__(self, target: str, concurrency: int, timeout: float = 30.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.count = max(1, -(-concurrency // CLIENTS_PER_CHANNEL))
+        self.channels: list[Any] = []
+        self.methods: list[Any] = []
+
+    async def __aenter__(self) -> Self:
+        import grpc
+
+        options = [
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        for _ in range(self.count):
+            channel = grpc.aio.insecure_channel(self.target, options=options)
+            self.channels.append(channel)
+            self.methods.append(channel.unary_unary(PREDICT_METHOD, _registered_method=True))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+    async def predict(self, request: bytes, n: int) -> bytes:
+        """Sends one serialized ``PredictRequest`` on channel ``n % count``; its answer's bytes."""
+        return await self.methods[n % self.count](request, timeout=self.timeout)
