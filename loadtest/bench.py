@@ -4,23 +4,33 @@ For each model, in one run on one machine:
 
 1. ``ceiling``: the served SavedModel called in-process at batch sizes 1...128
    (``loadtest.ceiling``, in a subprocess);
-2. ``http`` and ``grpc``: the service at concurrency 1, 8, 32 and 64 (throughput,
-   p50/p95/p99, errors, mean batch size from ``/metrics``);
-3. ``naive``: the same SavedModel behind a minimal per-request endpoint
-   (``loadtest.naive_server``), at the same concurrencies.
+2. ``naive``: the same SavedModel behind a minimal per-request endpoint
+   (``loadtest.naive_server``), at concurrency 1, 8, 32 and 64;
+3. ``layers``: servers answering without a model (``loadtest.bare_servers``: bare
+   uvicorn, the same route in a minimal BentoML service, a trivial ``@bentoml.api``, a bare
+   ``grpc.aio`` Predict) at 64 clients: which layer of a door costs what;
+4. ``http`` (friendly JSON), ``tfserving`` (TF Serving REST) and ``grpc`` (TF Serving
+   gRPC): the service at the same concurrencies with one item per request, and with
+   ``--items`` more (32: a client that batches) at ``--items-concurrency``. Throughput,
+   p50/p95/p99, errors, mean batch size, queue wait and refusals from ``/metrics``, CPU per
+   server process (arbiter, each worker), generator CPU per request; RSS per process once
+   the service is ready with every model loaded.
 
-Prints one table and the ratios (service/ceiling, service/naive, gRPC/HTTP), and writes
-``reports/bench.json`` (and the table in ``reports/bench.md``): one record per model x mode x concurrency (or batch size for the
-ceiling), the machine, the load generator's CPU use, and the targets of issue 5.
+Prints one table and the ratios (service/ceiling, service/naive, between doors) with the
+targets of issue 8, and writes ``reports/bench.json`` (and the tables in
+``reports/bench.md``). Requests are pre-encoded and gRPC goes through bare stubs
+(``loadtest.doors``), so the generator, which shares the machine, stays cheap.
 
 Either targets a running service (``--url``, ``--grpc``; ``$BENTOML_HOME`` must be that
 service's store, for the ceiling and the naive server) or starts ``bentoml serve`` itself on
-free loopback ports, after training quick synthetic models for what the store lacks.
+free loopback ports, serving ``--serve-models`` (default: all six), after training quick
+synthetic models for what the store lacks.
 
 Typical usage::
 
     python -m loadtest.bench                                     # make bench
-    python -m loadtest.bench --models imdb --quick
+    python -m loadtest.bench --models imdb --quick --serve-models imdb
+    python -m loadtest.bench --modes layers --quick
     python -m loadtest.bench --url http://127.0.0.1:3000 --grpc 127.0.0.1:8500 --modes http,grpc
 """
 
@@ -37,18 +47,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
-
 from loadtest import report
+from loadtest.bare_servers import LAYERS, Layer
+from loadtest.doors import DOORS
 from loadtest.generator import MetricsDelta, load_client, measure, workload
+from loadtest.probe import WindowProbe
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("imdb", "reuters", "cifar", "translator")
-MODES = ("ceiling", "naive", "http", "grpc")
+ALL_MODELS = ("imdb", "reuters", "cifar", "cosine", "mnist", "translator")
+MODES = ("ceiling", "naive", "layers", *DOORS)
 CONCURRENCY = (1, 8, 32, 64)
 QUICK = {
     "concurrency": (1, 8),
+    "items_concurrency": (1,),
+    "layers_concurrency": 8,
     "duration": 1.5,
     "warmup": 0.5,
     "batch_sizes": (1, 8, 64),
@@ -56,6 +70,8 @@ QUICK = {
 }
 FULL = {
     "concurrency": CONCURRENCY,
+    "items_concurrency": (1, 8),
+    "layers_concurrency": 64,
     "duration": 10.0,
     "warmup": 2.0,
     "batch_sizes": (1, 2, 4, 8, 16, 32, 64, 128),
@@ -82,9 +98,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--grpc", help="its gRPC target host:port (default: --url's host, port 8500)"
     )
     parser.add_argument(
+        "--serve-models",
+        default="all",
+        help="models the started service loads ('all': the six; RSS is measured with them)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: concurrency 1,8, 1.5 s windows"
     )
     parser.add_argument("--concurrency", help="comma-separated (default: 1,8,32,64)")
+    parser.add_argument(
+        "--items", default="1,32", help="items per request, comma-separated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--items-concurrency", help="concurrency of runs with more than one item (default: 1,8)"
+    )
+    parser.add_argument("--layers-concurrency", type=int, help="clients of the layers rows (64)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
     parser.add_argument(
         "--warmup", type=float, help="unmeasured seconds before each run (default 2)"
@@ -102,9 +130,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     args.concurrency = _csv(int, args.concurrency) if args.concurrency else preset["concurrency"]
+    args.items = _csv(int, args.items)
+    args.items_concurrency = (
+        _csv(int, args.items_concurrency) if args.items_concurrency else preset["items_concurrency"]
+    )
+    args.layers_concurrency = args.layers_concurrency or preset["layers_concurrency"]
+    args.serve_models = ALL_MODELS if args.serve_models == "all" else _csv(str, args.serve_models)
+    args.serve_models = tuple(dict.fromkeys((*args.serve_models, *args.models)))
     args.duration = args.duration if args.duration is not None else preset["duration"]
     args.warmup = args.warmup if args.warmup is not None else preset["warmup"]
     args.batch_sizes = _csv(int, args.batch_sizes) if args.batch_sizes else preset["batch_sizes"]
+    # The ceiling at every request size, for the items-per-request ratio.
+    args.batch_sizes = tuple(sorted({*args.batch_sizes, *args.items}))
     args.ceiling_seconds = preset["ceiling_seconds"]
     if args.url and not args.grpc:
         args.grpc = f"{urlsplit(args.url).hostname or LOOPBACK}:8500"
@@ -167,54 +204,6 @@ def run_ceiling(model: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds every process on the machine has spent (all CPUs), idle and iowait excluded."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-
-class WindowProbe:
-    """What the machine did over a measured window: the service's histograms from
-    ``/metrics``, the CPU of the server's processes (when the benchmark started it) and of
-    the whole machine, so that a run disturbed by other processes shows."""
-
-    def __init__(self, metrics: MetricsDelta | None, server: ServerProcess | None) -> None:
-        self.metrics = metrics
-        self.server = server
-        self.edges: dict[str, tuple[dict[str, float] | None, float, float]] = {}
-
-    async def at(self, edge: str) -> None:
-        if self.metrics is not None:
-            await self.metrics.scrape(edge)
-        server = self.server.cpu_by_process() if self.server is not None else None
-        self.edges[edge] = (server, _machine_busy_seconds(), time.perf_counter())
-
-    def _wall(self) -> float:
-        return self.edges["end"][2] - self.edges["start"][2]
-
-    @property
-    def server_cpu_by_process(self) -> dict[str, float] | None:
-        """Each server process's CPU seconds per second (1.0 = one core busy)."""
-        if len(self.edges) != 2 or self.edges["start"][0] is None:
-            return None
-        start, end = self.edges["start"][0], self.edges["end"][0]
-        wall = self._wall()
-        return {name: (end[name] - start.get(name, 0.0)) / wall for name in sorted(end)}
-
-    @property
-    def server_cpu(self) -> float | None:
-        """The server's CPU seconds per second (2.0 = two cores busy), or None when unknown."""
-        by_process = self.server_cpu_by_process
-        return sum(by_process.values()) if by_process is not None else None
-
-    @property
-    def machine_cpu(self) -> float | None:
-        """Busy CPU seconds per second over the whole machine (generator and server included)."""
-        if len(self.edges) != 2:
-            return None
-        return (self.edges["end"][1] - self.edges["start"][1]) / self._wall()
-
-
 async def run_level(
     model: str,
     mode: str,
@@ -223,15 +212,32 @@ async def run_level(
     args: argparse.Namespace,
     metrics_url: str | None,
     server: ServerProcess | None,
+    items: int = 1,
+    layer: Layer | None = None,
 ) -> dict[str, Any]:
-    """The record of ``model`` over ``mode`` (http, grpc or naive) at one concurrency."""
-    protocol = "grpc" if mode == "grpc" else "http"
+    """The record of ``model`` over ``mode`` (a door, naive or a layer) at one concurrency.
+
+    Args:
+        model: The model whose payload is sent.
+        mode: ``http``, ``tfserving``, ``grpc``, ``naive`` (friendly JSON) or ``layers``.
+        target: Base URL, or ``host:port`` for gRPC.
+        concurrency: Closed-loop clients.
+        args: Durations.
+        metrics_url: The service's base URL, to scrape ``/metrics`` (None: no metrics).
+        server: The server's process tree, when the benchmark started it (for its CPU).
+        items: Items per request.
+        layer: For ``layers``: which bare server is loaded.
+    """
+    door = layer.door if layer is not None else "http" if mode == "naive" else mode
+    call = workload(model, door, items, path=layer.path if layer and layer.path else None)
     probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
-    async with load_client(protocol, target, concurrency) as client:
-        run = await measure(
-            workload(model, protocol), client, concurrency, args.duration, args.warmup, probe.at
-        )
-    record = report.load_record(model, mode, concurrency, run, probe.metrics, probe.server_cpu)
+    async with load_client(door, target, concurrency) as client:
+        run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
+    record = report.load_record(
+        model, mode, concurrency, run, probe.metrics, probe.server_cpu, items=items
+    )
+    if layer is not None:
+        record["layer"] = layer.name
     record["machine_cpu"] = probe.machine_cpu
     by_process = probe.server_cpu_by_process or {}
     record["server_cpu_by_process"] = {k: v for k, v in by_process.items() if v >= 0.01}
@@ -242,7 +248,7 @@ async def run_level(
 
 async def wait_for_grpc(target: str, timeout: float = 60.0) -> bool:
     """Whether gRPC health turns SERVING within ``timeout`` seconds: the gRPC door reports
-    ready a moment after ``/readyz`` does (it checks the runners on its own schedule)."""
+    ready a moment after ``/readyz`` does."""
     from clients.grpc import AsyncClient
 
     deadline = time.monotonic() + timeout
@@ -253,6 +259,39 @@ async def wait_for_grpc(target: str, timeout: float = 60.0) -> bool:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.5)
+
+
+def run_naive(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The naive server of ``model`` at every concurrency, one item per request."""
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    log = args.out.parent / f"naive-{model}.log"
+    command = [sys.executable, "-m", "loadtest.naive_server", model, "--port", str(port)]
+    with ServerProcess(command, f"{url}/readyz", log, env=child_env(), cwd=ROOT) as naive:
+        return [
+            asyncio.run(run_level(model, "naive", url, level, args, None, naive))
+            for level in args.concurrency
+        ]
+
+
+def run_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each bare server of :data:`loadtest.bare_servers.LAYERS`, loaded with one imdb
+    review per request at ``--layers-concurrency`` clients."""
+    records = []
+    for layer in LAYERS:
+        port = free_port()
+        log = args.out.parent / f"layer-{layer.name}.log"
+        command = layer.command(sys.executable, port)
+        target = f"{LOOPBACK}:{port}" if layer.door == "grpc" else f"http://{LOOPBACK}:{port}"
+        ready = layer.ready_url(port)
+        with ServerProcess(command, ready, log, env=child_env(), cwd=ROOT, timeout=120) as server:
+            level = args.layers_concurrency
+            records.append(
+                asyncio.run(
+                    run_level("imdb", "layers", target, level, args, None, server, layer=layer)
+                )
+            )
+    return records
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,15 +305,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "notes": [],
     }
     print(report.machine_line(machine), flush=True)
-    needs_store = bool({"ceiling", "naive"} & set(args.modes)) or not args.url
+    service_modes = [m for m in DOORS if m in args.modes]
+    needs_store = bool({"ceiling", "naive"} & set(args.modes)) or (service_modes and not args.url)
     if needs_store:
-        trained = ensure_models(args.models, args.exports)
+        wanted = args.models if args.url else args.serve_models
+        trained = ensure_models(wanted, args.exports)
         if trained:
             result["notes"].append(f"trained quick synthetic models for {', '.join(trained)}")
     records: list[dict[str, Any]] = result["records"]
     load_before = os.getloadavg()
 
-    # Ceiling and naive first, while no service competes for the CPU (when we start it).
+    # Ceiling, naive and layers first, while no service competes for the CPU (when we start it).
     for model in args.models:
         if "ceiling" in args.modes:
             ceiling = run_ceiling(model, args)
@@ -283,37 +324,33 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 records.append(row)
                 report.print_progress(row)
         if "naive" in args.modes:
-            port = free_port()
-            url = f"http://{LOOPBACK}:{port}"
-            log = args.out.parent / f"naive-{model}.log"
-            command = [sys.executable, "-m", "loadtest.naive_server", model, "--port", str(port)]
-            with ServerProcess(command, f"{url}/readyz", log, env=child_env(), cwd=ROOT) as naive:
-                for level in args.concurrency:
-                    records.append(
-                        asyncio.run(run_level(model, "naive", url, level, args, None, naive))
-                    )
+            records += run_naive(model, args)
+    if "layers" in args.modes:
+        records += run_layers(args)
 
-    service_modes = [m for m in ("http", "grpc") if m in args.modes]
     if service_modes:
         if args.url:
-            url, grpc_target, server = args.url.rstrip("/"), args.grpc, None
-            records += _run_service(args, url, grpc_target, None, service_modes, result)
+            url = args.url.rstrip("/")
+            records += _run_service(args, url, args.grpc, None, service_modes, result)
         else:
             port, grpc_port = free_port(), free_port()
             url, grpc_target = f"http://{LOOPBACK}:{port}", f"{LOOPBACK}:{grpc_port}"
-            env = child_env(SERVICE_MODELS=",".join(args.models), GRPC_PORT=str(grpc_port))
-            command = [
-                str(Path(sys.executable).parent / "bentoml"),
-                "serve",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-            ]
+            env = child_env(
+                SERVICE_MODELS=",".join(args.serve_models),
+                GRPC_PORT=str(grpc_port),
+                GRPC_HOST=LOOPBACK,
+            )
+            bentoml = str(Path(sys.executable).parent / "bentoml")
+            command = [bentoml, "serve", "--host", LOOPBACK, "--port", str(port)]
             print(f"Starting bentoml serve on {url} (gRPC {grpc_target}) ...", flush=True)
             result["config"].update(target=f"bentoml serve at {url}", grpc_target=grpc_target)
             log = args.out.parent / "bench-serve.log"
             with ServerProcess(command, f"{url}/readyz", log, env=env, cwd=ROOT) as server:
+                result["rss"] = {
+                    "models": list(args.serve_models),
+                    "bytes_by_process": server.rss_by_process(),
+                }
+                print(report.rss_line(result["rss"]), flush=True)
                 records += _run_service(args, url, grpc_target, server, service_modes, result)
 
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
@@ -338,16 +375,18 @@ def _run_service(
         print(f"WARNING: {note}", flush=True)
         result["notes"].append(note)
         modes = [m for m in modes if m != "grpc"]
-    # Protocols alternate at each level: BentoML's batcher adapts its wait to recent traffic,
-    # so both protocols must see the same history (gRPC at c=1 right after HTTP at c=64 met
-    # a batcher still waiting ~40 ms for company).
+    # Doors alternate at each level: a batcher may adapt to recent traffic, so every door
+    # must see the same history (with BentoML's batcher, gRPC at c=1 right after HTTP at
+    # c=64 met a batcher still waiting ~40 ms for company).
     for model in args.models:
-        for level in args.concurrency:
-            for mode in modes:
-                target = url if mode == "http" else grpc_target
-                records.append(
-                    asyncio.run(run_level(model, mode, target, level, args, url, server))
-                )
+        for items in args.items:
+            levels = args.concurrency if items == 1 else args.items_concurrency
+            for level in levels:
+                for mode in modes:
+                    target = grpc_target if mode == "grpc" else url
+                    records.append(
+                        asyncio.run(run_level(model, mode, target, level, args, url, server, items))
+                    )
     return records
 
 

@@ -1,14 +1,22 @@
-"""The benchmark's records, ratios, targets and printed table (no I/O but ``print``).
+"""The benchmark's records and printed tables (no I/O but ``print``).
 
-Every record has the same keys: ``model``, ``mode`` (ceiling, naive, http, grpc),
-``concurrency`` (None for the ceiling), ``batch_size`` (the ceiling's; None otherwise),
-``requests``, ``errors``, ``throughput`` (items/s; one item per request in load runs),
-``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms``, ``mean_batch_size`` (rows per model call,
-from the service's ``/metrics``, as are ``queue_wait_ms``, gateway to batch start, and
-``execution_ms``, one model call, both means), ``generator_cpu`` (the load generator's CPU seconds per
-second: 1.0 is one core), ``server_cpu`` (the same for the server's process tree, when
-the benchmark started it) and ``machine_cpu`` (every process on the machine: what exceeds
-generator + server was someone else's load).
+Every record has the same keys: ``model``, ``mode`` (ceiling, naive, layers, http,
+tfserving, grpc), ``concurrency`` (None for the ceiling), ``batch_size`` (the ceiling's;
+None otherwise), ``items`` (per request), ``requests``, ``errors``, ``throughput``
+(items/s), ``requests_per_s``, ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms`` (per request),
+``mean_batch_size`` (rows per model call, from the service's ``/metrics``, as are
+``queue_wait_ms``, entering the queue to the batch starting, ``execution_ms``, one model
+call, both means, and ``refused``), ``generator_cpu`` (the load generator's CPU seconds per
+second: 1.0 is one core) and ``generator_ms_per_request``, ``server_cpu`` (the same for the
+server's process tree, when the benchmark started it; by process in
+``server_cpu_by_process``) and ``server_ms_per_request``, and ``machine_cpu`` (every
+process on the machine: what exceeds generator + server was someone else's load). Rows of
+the ``layers`` mode also have ``layer``. Ratios and targets: :mod:`loadtest.targets`.
+
+Typical usage::
+
+    record = load_record("imdb", "grpc", 64, run, metrics, server_cpu=1.7, items=1)
+    print(render({"machine": describe_machine(), "records": [record], "summary": {}}))
 """
 
 from __future__ import annotations
@@ -19,10 +27,9 @@ import platform
 from importlib import metadata
 from typing import Any
 
-# Above this share of one core, the single-threaded generator may be what limits a run.
-GENERATOR_CPU_LIMIT = 0.8
-TARGET_MODEL = "imdb"
-TARGET_CONCURRENCY = 64
+from loadtest.targets import DOORS, summarize
+
+__all__ = ["ceiling_records", "describe_machine", "load_record", "render", "summarize"]
 
 
 def _version(package: str) -> str | None:
@@ -64,6 +71,7 @@ def describe_machine() -> dict[str, Any]:
 
 
 def machine_line(machine: dict[str, Any]) -> str:
+    """One line naming the machine and the versions."""
     return (
         f"Machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['memory_gb']} GB, "
         f"{machine['platform']}; Python {machine['python']}, TensorFlow {machine['tensorflow']}, "
@@ -72,17 +80,21 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 
 def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings, as recorded in the report."""
     return {
         "models": list(args.models),
         "modes": list(args.modes),
         "concurrency": list(args.concurrency),
+        "items_per_request": list(args.items),
+        "items_concurrency": list(args.items_concurrency),
+        "layers_concurrency": args.layers_concurrency,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "ceiling_batch_sizes": list(args.batch_sizes),
         "ceiling_seconds_per_size": args.ceiling_seconds,
         "target": args.url or "bentoml serve started by the benchmark",
         "grpc_target": args.grpc,
-        "items_per_request": 1,
+        "served_models": list(args.serve_models) if not args.url else None,
     }
 
 
@@ -91,26 +103,40 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def load_record(
-    model: str, mode: str, concurrency: int, run: Any, metrics: Any, server_cpu: float | None
+    model: str,
+    mode: str,
+    concurrency: int,
+    run: Any,
+    metrics: Any,
+    server_cpu: float | None,
+    items: int = 1,
 ) -> dict[str, Any]:
-    """The record of one load run (``loadtest.generator.Run``)."""
+    """The record of one load run (``loadtest.generator.Run``) of ``items`` items per request."""
+    answered = run.requests - run.errors
     return {
         "model": model,
         "mode": mode,
         "concurrency": concurrency,
         "batch_size": None,
+        "items": items,
         "requests": run.requests,
         "errors": run.errors,
         "error_kinds": run.error_kinds,
         "error_examples": run.error_examples,
         "duration_s": run.seconds,
-        "throughput": run.throughput,
+        "throughput": run.throughput * items,
+        "requests_per_s": run.throughput,
         **run.percentiles,
         "mean_batch_size": metrics.mean_batch_size if metrics is not None else None,
         "queue_wait_ms": _ms(metrics.mean("queue_wait")) if metrics is not None else None,
         "execution_ms": _ms(metrics.mean("execution")) if metrics is not None else None,
+        "refused": metrics.refused if metrics is not None else None,
         "generator_cpu": run.generator_cpu,
+        "generator_ms_per_request": run.generator_ms_per_request,
         "server_cpu": server_cpu,
+        "server_ms_per_request": (
+            server_cpu * 1000.0 / run.throughput if server_cpu is not None and answered else None
+        ),
     }
 
 
@@ -122,6 +148,7 @@ def ceiling_records(ceiling: dict[str, Any]) -> list[dict[str, Any]]:
             "mode": "ceiling",
             "concurrency": None,
             "batch_size": row["batch_size"],
+            "items": None,
             "requests": row["calls"],
             "errors": 0,
             "throughput": row["items_per_s"],
@@ -150,143 +177,39 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _level(record: dict[str, Any]) -> str:
+    if record["mode"] == "ceiling":
+        return f"b={record['batch_size']}"
+    items = record.get("items", 1)
+    return f"c={record['concurrency']}" + (f" x{items}" if items and items > 1 else "")
+
+
+def _mode(record: dict[str, Any]) -> str:
+    return f"layer {record['layer']}" if record.get("layer") else record["mode"]
+
+
 def print_progress(record: dict[str, Any]) -> None:
-    level = (
-        f"batch {record['batch_size']}"
-        if record["mode"] == "ceiling"
-        else f"c={record['concurrency']}"
-    )
+    """One line per finished run."""
+    gen = record.get("generator_ms_per_request")
     print(
-        f"  {record['model']:<10} {record['mode']:<7} {level:<9} {_fmt(record['throughput']):>8} items/s"
-        f"  p50 {_fmt(record['p50_ms'], 2):>7} ms  p99 {_fmt(record['p99_ms'], 2):>7} ms"
-        f"  errors {record['errors']}",
+        f"  {record['model']:<10} {_mode(record):<20} {_level(record):<9} "
+        f"{_fmt(record['throughput']):>8} items/s  p50 {_fmt(record['p50_ms'], 2):>7} ms"
+        f"  p99 {_fmt(record['p99_ms'], 2):>7} ms  errors {record['errors']}"
+        + (f"  gen {gen:.3f} ms/req" if gen is not None else ""),
         flush=True,
     )
 
 
-def _find(
-    records: list[dict[str, Any]], model: str, mode: str, concurrency: int | None = None
-) -> list[dict[str, Any]]:
-    return [
-        r for r in records
-        if r["model"] == model and r["mode"] == mode and (concurrency is None or r["concurrency"] == concurrency)
-    ]  # fmt: skip
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[str, Any]:
-    """Ratios per model and concurrency, the targets of issue 5, and the generator check."""
-    ratios: dict[str, Any] = {}
-    for model in models:
-        ceiling = _find(records, model, "ceiling")
-        peak = max((r["throughput"] for r in ceiling), default=None)
-        single = next((r["p50_ms"] for r in ceiling if r["batch_size"] == 1), None)
-        per_level = {}
-        levels = sorted(
-            {r["concurrency"] for r in records if r["model"] == model and r["concurrency"]}
-        )
-        for level in levels:
-            row = {
-                m: (_find(records, model, m, level) or [None])[0] for m in ("http", "grpc", "naive")
-            }
-            thr = {m: r["throughput"] if r else None for m, r in row.items()}
-            p50 = {m: r["p50_ms"] if r else None for m, r in row.items()}
-            per_level[str(level)] = {
-                "http_over_ceiling": _ratio(thr["http"], peak),
-                "grpc_over_ceiling": _ratio(thr["grpc"], peak),
-                "http_over_naive": _ratio(thr["http"], thr["naive"]),
-                "grpc_over_naive": _ratio(thr["grpc"], thr["naive"]),
-                "grpc_over_http_throughput": _ratio(thr["grpc"], thr["http"]),
-                "grpc_over_http_p50": _ratio(p50["grpc"], p50["http"]),
-            }
-        overhead = {}
-        for mode in ("http", "grpc"):
-            at_one = _find(records, model, mode, 1)
-            if at_one and single is not None and at_one[0]["p50_ms"] is not None:
-                overhead[mode] = at_one[0]["p50_ms"] - single
-        ratios[model] = {
-            "ceiling_peak_items_per_s": peak,
-            "ceiling_batch1_p50_ms": single,
-            "by_concurrency": per_level,
-            "added_ms_at_concurrency_1": overhead,
-        }
-    return {
-        "ratios": ratios,
-        "targets": _targets(records, ratios),
-        "generator_check": _generator_check(records),
-    }
-
-
-def _target(name: str, value: float | None, goal: str, met: bool | None) -> dict[str, Any]:
-    return {"target": name, "value": value, "goal": goal, "met": met}
-
-
-def _targets(records: list[dict[str, Any]], ratios: dict[str, Any]) -> list[dict[str, Any]]:
-    model = TARGET_MODEL
-    levels = sorted({r["concurrency"] for r in _find(records, model, "http")})
-    if not levels:
-        return []
-    level = TARGET_CONCURRENCY if TARGET_CONCURRENCY in levels else levels[-1]
-    http = _find(records, model, "http", level)[0]
-    naive = (_find(records, model, "naive", level) or [None])[0]
-    speedup = _ratio(http["throughput"], naive["throughput"] if naive else None)
-    targets = [
-        _target(f"{model} HTTP c={level}: throughput vs naive", speedup, ">= 5x",
-                speedup >= 5 if speedup is not None else None),
-        _target(f"{model} HTTP c={level}: p99 ms", http["p99_ms"], "< 250",
-                http["p99_ms"] < 250 if http["p99_ms"] is not None else None),
-        _target(f"{model} HTTP c={level}: errors", http["errors"], "0", http["errors"] == 0),
-    ]  # fmt: skip
-    for lvl, row in ratios.get(model, {}).get("by_concurrency", {}).items():
-        value = row["grpc_over_http_p50"]
-        targets.append(
-            _target(
-                f"{model} c={lvl}: gRPC p50 / HTTP p50",
-                value,
-                "<= 1",
-                value <= 1 if value is not None else None,
-            )
-        )
-    for mode, added in ratios.get(model, {}).get("added_ms_at_concurrency_1", {}).items():
-        targets.append(
-            _target(
-                f"{model} {mode.upper()} c=1: ms added to the in-process call",
-                added,
-                "<= 3",
-                added <= 3,
-            )
-        )
-    return targets
-
-
-def _generator_check(records: list[dict[str, Any]]) -> dict[str, Any]:
-    loads = [r for r in records if r.get("generator_cpu") is not None]
-    if not loads:
-        return {}
-    worst = max(loads, key=lambda r: r["generator_cpu"])
-    return {
-        "method": "resource.getrusage(RUSAGE_SELF) of the generator process over each measured window",
-        "max_generator_cpu": worst["generator_cpu"],
-        "at": f"{worst['model']} {worst['mode']} c={worst['concurrency']}",
-        "limit": GENERATOR_CPU_LIMIT,
-        "bottleneck_suspected": worst["generator_cpu"] > GENERATOR_CPU_LIMIT,
-    }
-
-
 def _server_cpu(record: dict[str, Any]) -> str:
-    """``154% (gw 92, runner 62)``: the total, and the gateway's and runners' shares."""
+    """``154% (arbiter 1, worker 1 77, worker 2 76)``: the total and each process's share."""
     total = record.get("server_cpu")
     if total is None:
         return "-"
     parts = record.get("server_cpu_by_process") or {}
-    gateway = sum(v for k, v in parts.items() if not k.endswith("_runner"))
-    runners = sum(v for k, v in parts.items() if k.endswith("_runner"))
-    if not runners:
+    if len(parts) <= 1:
         return f"{total * 100:.0f}%"
-    return f"{total * 100:.0f}% (gw {gateway * 100:.0f}, runner {runners * 100:.0f})"
+    shares = ", ".join(f"{name} {share * 100:.0f}" for name, share in parts.items())
+    return f"{total * 100:.0f}% ({shares})"
 
 
 def _others(record: dict[str, Any]) -> float | None:
@@ -297,47 +220,140 @@ def _others(record: dict[str, Any]) -> float | None:
     return max(0.0, parts[0] - parts[1] - parts[2])
 
 
-def render(result: dict[str, Any]) -> str:
-    """The report as Markdown: table, ratios, targets, generator check, machine."""
-    header = (
-        "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors "
-        "| mean batch | queue wait ms | model call ms | gen. CPU | server CPU | others' CPU |"
+def _cpu(value: float | None) -> str:
+    return f"{value * 100:.0f}%" if value is not None else "-"
+
+
+def rss_line(rss: dict[str, Any]) -> str:
+    """``RSS with imdb, cifar loaded: arbiter 85 MB, worker 1 1150 MB, ...``."""
+    parts = ", ".join(
+        f"{name} {size / 2**20:.0f} MB" for name, size in sorted(rss["bytes_by_process"].items())
     )
-    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    cpu = lambda v: f"{v * 100:.0f}%" if v is not None else "-"
-    for r in result["records"]:
-        level = f"b={r['batch_size']}" if r["mode"] == "ceiling" else f"c={r['concurrency']}"
+    return f"RSS once ready with {', '.join(rss['models'])} loaded: {parts}"
+
+
+def _main_table(records: list[dict[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    lines = [
+        (
+            "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors "
+            "| mean batch | queue wait ms | model call ms | gen. CPU | gen. ms/req "
+            "| server CPU | server ms/req | others' CPU |"
+        ),
+        "|---|---|---|" + "---:|" * 13,
+    ]
+    for r in records:
         cells = [
             _fmt(r.get(k), d)
             for k, d in (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))
         ]
         cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
         cells += [_fmt(r.get("queue_wait_ms"), 2), _fmt(r.get("execution_ms"), 2)]
-        cells += [cpu(r.get("generator_cpu")), _server_cpu(r), cpu(_others(r))]
-        lines.append(f"| {r['model']} | {r['mode']} | {level} | " + " | ".join(cells) + " |")
-    summary = result.get("summary", {})
-    lines += ["", "Ratios (throughput unless noted; ceiling = best items/s over batch sizes):", ""]
-    lines += [
-        "| model | c | HTTP/ceiling | gRPC/ceiling | HTTP/naive | gRPC/naive | gRPC/HTTP | gRPC p50/HTTP p50 |"
+        cells += [_cpu(r.get("generator_cpu")), _fmt(r.get("generator_ms_per_request"), 3)]
+        cells += [_server_cpu(r), _fmt(r.get("server_ms_per_request"), 2), _cpu(_others(r))]
+        lines.append(f"| {r['model']} | {r['mode']} | {_level(r)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _layers_table(records: list[dict[str, Any]]) -> list[str]:
+    layers = [r for r in records if r["mode"] == "layers"]
+    if not layers:
+        return []
+    lines = [
+        "",
+        (
+            "Which layer costs what: one imdb review per request, fixed answer, no model "
+            "(one server process each); the service's imdb rows at the same concurrency below:"
+        ),
+        "",
+        (
+            "| server | door | c | requests/s | p50 ms | p99 ms | errors | server CPU "
+            "| server ms/req | gen. CPU | gen. ms/req | others' CPU |"
+        ),
+        "|---|---|---|" + "---:|" * 9,
     ]
-    lines += ["|---|---|---:|---:|---:|---:|---:|---:|"]
+    levels = {r["concurrency"] for r in layers}
+    service = [
+        r
+        for r in records
+        if r["model"] == "imdb"
+        and r["mode"] in DOORS
+        and r["concurrency"] in levels
+        and r.get("items", 1) == 1
+    ]
+    for r in layers + service:
+        name = r.get("layer") or f"service {r['mode']}"
+        door = "grpc" if r["mode"] == "grpc" or r.get("layer") == "grpc" else "http"
+        cells = [_fmt(r.get("requests_per_s"), 1), _fmt(r["p50_ms"], 2), _fmt(r["p99_ms"], 2)]
+        cells += [str(r["errors"]), _server_cpu(r), _fmt(r.get("server_ms_per_request"), 3)]
+        cells += [_cpu(r.get("generator_cpu")), _fmt(r.get("generator_ms_per_request"), 3)]
+        cells += [_cpu(_others(r))]
+        lines.append(f"| {name} | {door} | {r['concurrency']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ratios_table(summary: dict[str, Any]) -> list[str]:
+    keys = (
+        "http_over_ceiling", "tfserving_over_ceiling", "grpc_over_ceiling", "http_over_naive",
+        "tfserving_over_naive", "grpc_over_naive", "grpc_over_http_throughput",
+        "tfserving_over_http_throughput", "grpc_over_http_p50",
+    )  # fmt: skip
+    if not any(r["by_concurrency"] for r in summary.get("ratios", {}).values()):
+        return []
+    lines = [
+        "",
+        (
+            "Ratios (throughput unless noted; ceiling = best items/s over batch sizes; one item per "
+            "request):"
+        ),
+        "",
+        (
+            "| model | c | HTTP/ceiling | REST/ceiling | gRPC/ceiling | HTTP/naive | REST/naive "
+            "| gRPC/naive | gRPC/HTTP | REST/HTTP | gRPC p50/HTTP p50 |"
+        ),
+        "|---|---|" + "---:|" * 9,
+    ]
     for model, ratios in summary.get("ratios", {}).items():
         for level, row in ratios["by_concurrency"].items():
-            cells = " | ".join(
-                _fmt(row[k], 2)
-                for k in ("http_over_ceiling", "grpc_over_ceiling", "http_over_naive", "grpc_over_naive",
-                          "grpc_over_http_throughput", "grpc_over_http_p50")
-            )  # fmt: skip
-            lines.append(f"| {model} | {level} | {cells} |")
+            lines.append(
+                f"| {model} | {level} | " + " | ".join(_fmt(row[k], 2) for k in keys) + " |"
+            )
         added = ", ".join(
             f"{m} {v:+.2f} ms" for m, v in ratios["added_ms_at_concurrency_1"].items()
         )
         if added:
-            lines.append(f"| {model} | 1 | added to the in-process call (p50): {added} | | | | | |")
-    lines += ["", "Targets (reported, not asserted):", ""]
+            lines.append(f"| {model} | 1 | added to the in-process call (p50): {added} |")
+        for items, doors in ratios.get("batched_over_ceiling", {}).items():
+            for door, by_level in doors.items():
+                shares = ", ".join(f"c={c} {_fmt(v, 2)}" for c, v in by_level.items())
+                lines.append(
+                    f"| {model} | {items} items/req | {door} items/s / ceiling b={items}: "
+                    f"{shares} |"
+                )
+    return lines
+
+
+def _verdict(target: dict[str, Any]) -> str:
+    if target["met"] is None:
+        return "n/a"
+    if target["met"]:
+        return "met"
+    return f"MISSED by {target['gap']:+.2f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The report as Markdown: tables, ratios, targets, generator check, RSS, machine."""
+    records = result["records"]
+    lines = _main_table([r for r in records if r["mode"] != "layers"])
+    lines += _layers_table(records)
+    lines = lines[1:] if lines[:1] == [""] else lines
+    summary = result.get("summary", {})
+    lines += _ratios_table(summary)
+    if summary.get("targets"):
+        lines += ["", "Targets of issue 8 (reported, not asserted):", ""]
     for t in summary.get("targets", []):
-        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        lines.append(f"- {t['target']}: {_fmt(t['value'], 2)} (goal {t['goal']}): {mark}")
+        lines.append(f"- {t['target']}: {_fmt(t['value'], 2)} (goal {t['goal']}): {_verdict(t)}")
     check = summary.get("generator_check")
     if check:
         verdict = (
@@ -345,13 +361,22 @@ def render(result: dict[str, Any]) -> str:
         )
         cpus = result["machine"].get("cpu_count") or 1
         peak = check["max_generator_cpu"]
-        generator = (
-            "Load generator: one asyncio process (aiohttp; grpc.aio via clients.grpc), separate "
-            f"from the server; peak CPU {peak * 100:.0f}% of one core ({peak / cpus * 100:.0f}% of "
-            f"the machine's {cpus} CPUs) at {check['at']} (limit {check['limit'] * 100:.0f}%): "
-            f"{verdict}. Measured with {check['method']}."
+        per_request = ", ".join(
+            f"{door} {ms:.3f}" for door, ms in check.get("ms_per_request", {}).items()
         )
-        lines += ["", generator]
+        lines += [
+            "",
+            (
+                "Load generator: one asyncio process beside the server (aiohttp with pre-encoded "
+                "JSON; bare grpc.aio channels with pre-serialized requests); peak CPU "
+                f"{peak * 100:.0f}% of one core ({peak / cpus * 100:.0f}% of the machine's {cpus} "
+                f"CPUs) at {check['at']} (limit {check['limit'] * 100:.0f}%): {verdict}. CPU ms per "
+                f"request (median over runs, one item): {per_request}. Measured with "
+                f"{check['method']}."
+            ),
+        ]
+    if result.get("rss"):
+        lines += ["", rss_line(result["rss"])]
     lines += ["", machine_line(result["machine"])]
     load = result.get("load_average")
     if load:
