@@ -56,10 +56,12 @@ METADATA_FIELDS = (SIGNATURE_DEF_FIELD, LABELS_FIELD)
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry (``SERVICE_MAX_ITEMS``, ``SERVICE_MAX_BODY_BYTES``)."""
+    """What one request may carry (``SERVICE_MAX_ITEMS``, ``SERVICE_MAX_BODY_BYTES``,
+    ``SERVICE_MAX_TEXT_CHARS``)."""
 
     max_rows: int
     max_bytes: int
+    max_text_chars: int = 20_000
 
 
 def _dtype_name(enum: int) -> str:
@@ -123,7 +125,7 @@ def decode_input(
         with np.errstate(over="ignore"):
             array = array.astype(spec.dtype)
     # Also the rules every door shares, e.g. strings must be UTF-8 and not blank.
-    return check_batch(array, spec, field, limits.max_rows, vocab_size)
+    return check_batch(array, spec, field, limits.max_rows, vocab_size, limits.max_text_chars)
 
 
 def decode_inputs(
@@ -177,9 +179,7 @@ def encode_outputs(
     outputs: Mapping[str, np.ndarray], signature: SignatureSpec, names: Sequence[str]
 ) -> dict[str, TensorProto]:
     """Model outputs (numpy, batch first) -> ``PredictResponse.outputs``."""
-    return {
-        name: _to_tensor_proto(outputs[name], signature.outputs[name].dtype) for name in names
-    }
+    return {name: _to_tensor_proto(outputs[name], signature.outputs[name].dtype) for name in names}
 
 
 # ---------------------------------------------------------------- GetModelMetadata
@@ -317,6 +317,7 @@ def examples_batch(
         f"input.{kind}.examples[*].features['{spec.name}']",
         limits.max_rows,
         vocab_size,
+        limits.max_text_chars,
     )
 
 

@@ -286,7 +286,11 @@ async def serve(server: t.Any) -> GrpcServer | None:
     models = Models(
         server.models,
         server.model,
-        codec.Limits(max_rows=server.settings.max_items, max_bytes=server.settings.max_body_bytes),
+        codec.Limits(
+            max_rows=server.settings.max_items,
+            max_bytes=server.settings.max_body_bytes,
+            max_text_chars=server.settings.max_text_chars,
+        ),
     )
     grpc_server = GrpcServer(models, settings, server.ready)
     await grpc_server.start()

@@ -196,8 +196,8 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
     return _numeric(value, field)
 
 
-def _text_rows(array: np.ndarray, field: str) -> np.ndarray:
-    """Every string input of the exported models is text: UTF-8 and not blank."""
+def _text_rows(array: np.ndarray, field: str, max_chars: int) -> np.ndarray:
+    """Every string input of the exported models is text: UTF-8, not blank, capped."""
     rows = np.empty(len(array), dtype=object)
     for i, value in enumerate(array.reshape(-1)):
         data = _utf8(value, f"{field}[{i}]") if isinstance(value, str) else bytes(value)
@@ -207,16 +207,30 @@ def _text_rows(array: np.ndarray, field: str) -> np.ndarray:
             raise InvalidInput(f"{field}[{i}]: not valid UTF-8 text") from None
         if not text.strip():
             raise InvalidInput(f"{field}[{i}]: must not be empty")
+        if len(text) > max_chars:
+            raise PayloadTooLarge(
+                f"{field}[{i}]: {len(text)} characters exceed the cap of {max_chars}"
+            )
         rows[i] = data
     return rows
 
 
+# Pixels of the tensor signatures (cifar, mnist `serving_default`) are scaled to [0, 1].
+PIXEL_INPUT = "pixels"
+
+
 def check_batch(
-    array: np.ndarray, spec: TensorSpec, field: str, max_rows: int, vocab_size: int | None = None
+    array: np.ndarray,
+    spec: TensorSpec,
+    field: str,
+    max_rows: int,
+    vocab_size: int | None = None,
+    max_text_chars: int = 20_000,
 ) -> np.ndarray:
     """Checks a batch against a signature input; returns it in the signature's dtype.
 
-    Shared by every door (TF Serving REST, gRPC): shape, dtype family, finiteness, ranges.
+    Shared by every door (TF Serving REST, gRPC): shape, dtype family, finiteness, ranges
+    (token ids within the vocabulary, pixels in [0, 1]), text length.
 
     Raises:
         InvalidInput: wrong shape, type or value (the message names ``field``).
@@ -240,7 +254,7 @@ def check_batch(
     if spec.dtype == "string":
         if array.dtype.kind not in "OSU":
             raise InvalidInput(f"{field}: expected strings")
-        return _text_rows(array, field)
+        return _text_rows(array, field, max_text_chars)
     kind = array.dtype.kind
     if kind not in "iuf" or array.dtype == np.bool_:
         raise InvalidInput(f"{field}: expected {spec.dtype} numbers")
@@ -255,4 +269,6 @@ def check_batch(
             raise InvalidInput(f"{field}: token ids must be in 0..{vocab_size - 1}")
     elif not np.isfinite(array).all():
         raise InvalidInput(f"{field}: must not contain NaN or infinity")
+    if spec.name == PIXEL_INPUT and (array.min() < 0 or array.max() > 1):
+        raise InvalidInput(f"{field}: pixels must be in [0, 1] (scale 0-255 values by 1/255)")
     return array.astype(spec.dtype, copy=False)

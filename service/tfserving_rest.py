@@ -41,7 +41,7 @@ _DT = DT_NAMES  # "float32" -> "DT_FLOAT"
 
 
 def parse_predict_request(
-    body: bytes, info: ModelInfo, max_rows: int
+    body: bytes, info: ModelInfo, max_rows: int, max_text_chars: int = 20_000
 ) -> tuple[SignatureSpec, np.ndarray, str]:
     """A ``:predict`` body -> (signature, validated batch, ``"row"`` or ``"columnar"``).
 
@@ -77,10 +77,18 @@ def parse_predict_request(
             raise InvalidInput("instances: expected a list of rows")
         values = [_row_value(row, tensor, f"instances[{i}]") for i, row in enumerate(rows)]
         array = tensor_from_json(values, tensor, "instances")
-        return signature, check_batch(array, tensor, "instances", max_rows, vocab), "row"
+        return (
+            signature,
+            check_batch(array, tensor, "instances", max_rows, vocab, max_text_chars),
+            "row",
+        )
     value = _named_value(payload["inputs"], tensor, "inputs")
     array = tensor_from_json(value, tensor, "inputs")
-    return signature, check_batch(array, tensor, "inputs", max_rows, vocab), "columnar"
+    return (
+        signature,
+        check_batch(array, tensor, "inputs", max_rows, vocab, max_text_chars),
+        "columnar",
+    )
 
 
 def _row_value(row: t.Any, tensor: TensorSpec, field: str) -> t.Any:
@@ -182,7 +190,9 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
         try:
             return await handler(request)
         except ServingError as exc:
-            return JSONResponse(exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers())
+            return JSONResponse(
+                exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers()
+            )
         except Exception:
             logger.exception("%s %s failed", request.method, request.url.path)
             return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
@@ -219,7 +229,10 @@ async def predict_view(request: Request) -> JSONResponse:
     with track(name if name in server.models else "unknown", "tfserving"):
         client = server.model(name, _version(request))
         signature, batch, fmt = parse_predict_request(
-            await request.body(), client.info, server.settings.max_items
+            await request.body(),
+            client.info,
+            server.settings.max_items,
+            server.settings.max_text_chars,
         )
         outputs = await client.run(signature.name, batch)
     return JSONResponse(format_predict_response(outputs, signature, fmt))

@@ -327,6 +327,22 @@ CASES = [
         "exactly one of 'instances'",
     ),
     (
+        "tfs text over the cap",
+        "POST",
+        "/v1/models/translator:predict",
+        {"json": {"signature_name": "translate", "instances": ["word " * 5000]}},
+        413,
+        "instances[0]: 25000 characters exceed the cap of 20000",
+    ),
+    (
+        "tfs pixels above 1",
+        "POST",
+        "/v1/models/mnist:predict",
+        {"json": {"instances": [[[[255.0]] * 28] * 28]}},
+        400,
+        "pixels must be in [0, 1]",
+    ),
+    (
         "tfs extra field",
         "POST",
         "/v1/models/imdb:predict",

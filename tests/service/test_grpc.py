@@ -392,6 +392,20 @@ BAD_REQUESTS = [
         "65 rows exceed the cap of 64",
     ),
     (
+        "text over the cap",
+        "Predict",
+        lambda: predict_request("translator", {"sentences": _text(1, 25_000)}, "translate"),
+        Code.RESOURCE_EXHAUSTED,
+        "25000 characters exceed the cap of 20000",
+    ),
+    (
+        "pixels above 1",
+        "Predict",
+        lambda: predict_request("mnist", {"pixels": np.full((1, 28, 28, 1), 2.0, np.float32)}),
+        Code.INVALID_ARGUMENT,
+        "pixels must be in [0, 1]",
+    ),
+    (
         "message over the cap",
         "Predict",
         lambda: predict_request("imdb", {"text": _text(2, 4_400_000)}, "predict_text"),
