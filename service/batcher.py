@@ -284,7 +284,9 @@ class Batcher:
             exc_info=exc,
         )
         if not pending.future.done():
-            pending.future.set_exception(ModelFailure(f"{self.name}: the model failed on this input"))
+            pending.future.set_exception(
+                ModelFailure(f"{self.name}: the model failed on this input")
+            )
 
     def _deliver(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int) -> None:
         wrong = [k for k, v in outputs.items() if len(v) != rows]

@@ -97,10 +97,10 @@ async def docs_page(request: Request) -> FileResponse:
 class FastRoutes:
     """Routes the hot paths to our handlers and everything else to BentoML's app."""
 
-    def __init__(self, app: ASGIApp, settings: ServingSettings, apis: t.Mapping[str, t.Any]) -> None:
-        routes = [
-            api_route(name, api) for name, api in apis.items()
-        ]
+    def __init__(
+        self, app: ASGIApp, settings: ServingSettings, apis: t.Mapping[str, t.Any]
+    ) -> None:
+        routes = [api_route(name, api) for name, api in apis.items()]
         routes += [*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])]
         self.timeout_s = settings.timeout_s
         self.paths = {route.path for route in routes if "{" not in route.path}
@@ -125,4 +125,3 @@ class FastRoutes:
             await self.fast(scope, receive, send)
         finally:
             request_deadline.reset(token)
-

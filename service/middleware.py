@@ -136,9 +136,7 @@ class ErrorShapeMiddleware:
                     message = (
                         f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
                     )
-                await _send_json(
-                    send, start["status"], {"error": message}, start.get("headers")
-                )
+                await _send_json(send, start["status"], {"error": message}, start.get("headers"))
 
         await self.app(scope, receive, capture)
 

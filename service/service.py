@@ -93,9 +93,7 @@ class ModelServer:
     def __init__(self) -> None:
         self.settings = SETTINGS
         paths = {name: getattr(self, model_attribute(name)).path for name in MODELS}
-        self.engine = Engine(
-            {name: (info, paths[name]) for name, info in MODELS.items()}, SETTINGS
-        )
+        self.engine = Engine({name: (info, paths[name]) for name, info in MODELS.items()}, SETTINGS)
         self.engine.start()  # loads and warms up in the background; see ready()
         self.peers = PeerReadiness(
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
