@@ -62,7 +62,7 @@ CONCURRENCY = (1, 8, 32, 64)
 QUICK = {
     "concurrency": (1, 8),
     "items_concurrency": (1,),
-    "layers_concurrency": 8,
+    "layers_concurrency": 64,
     "duration": 1.5,
     "warmup": 0.5,
     "batch_sizes": (1, 8, 64),

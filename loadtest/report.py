@@ -339,7 +339,8 @@ def _verdict(target: dict[str, Any]) -> str:
         return "n/a"
     if target["met"]:
         return "met"
-    return f"MISSED by {target['gap']:+.2f}"
+    side = "short" if target["goal"].startswith(">=") else "over"
+    return f"MISSED ({side} by {abs(target['gap']):.2f})"
 
 
 def render(result: dict[str, Any]) -> str:

@@ -159,5 +159,5 @@ def test_targets_of_issue_8_are_evaluated_from_the_records():
     rendered = report.render(
         {"machine": report.describe_machine(), "records": records, "summary": summary}
     )
-    assert "| imdb | 64 |" in rendered and "MISSED by" in rendered
+    assert "| imdb | 64 |" in rendered and "MISSED (short by 0.33)" in rendered
     assert "| imdb | grpc | c=1 x32 |" in rendered
