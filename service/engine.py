@@ -282,23 +282,23 @@ class PeerReadiness:
         self.workers = workers if worker_index is not None else 1
         self.worker_index = worker_index or 1
         self.directory = Path(tempfile.gettempdir()) / f"keras-serving-ready-{parent_pid}"
-        self._marked = False
+        self.marked = False
 
     def mark_ready(self) -> None:
         """Records that this worker's models are warm (once)."""
-        if self._marked:
+        if self.marked:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         marker = self.directory / f"worker-{self.worker_index}"
         temporary = marker.with_suffix(".tmp")
         temporary.write_text(str(os.getpid()))
         temporary.replace(marker)  # atomic: a reader never sees a half-written pid
-        self._marked = True
+        self.marked = True
 
     def all_ready(self) -> bool:
         """Every worker has marked itself ready and is still alive."""
         if self.workers == 1:
-            return self._marked
+            return self.marked
         for index in range(1, self.workers + 1):
             try:
                 pid = int((self.directory / f"worker-{index}").read_text())

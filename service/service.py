@@ -16,6 +16,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import gc
 import os
 import typing as t
 from pathlib import Path
@@ -115,7 +116,12 @@ class ModelServer:
         """Every model of every worker is loaded and warmed up (``/readyz``, gRPC health)."""
         if not self.engine.ready:
             return False
-        self.peers.mark_ready()
+        if not self.peers.marked:
+            # The loaded models are millions of long-lived Python objects (TensorFlow's
+            # graphs): move them out of the garbage collector's reach, or every full
+            # collection walks them all and stalls requests for hundreds of ms.
+            gc.freeze()
+            self.peers.mark_ready()
         return self.peers.all_ready()
 
     async def __is_ready__(self) -> bool:
