@@ -23,14 +23,16 @@ import contextvars
 import enum
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-from service.batcher import BatchObserver, Batcher
+from service.batcher import Batcher, BatchObserver
 from service.catalog import ModelInfo
 from service.config import ServingSettings, bucket_for
 from service.errors import ModelNotFound, NotReady
@@ -276,9 +278,6 @@ class PeerReadiness:
     """
 
     def __init__(self, workers: int, worker_index: int | None, parent_pid: int) -> None:
-        import tempfile
-        from pathlib import Path
-
         self.workers = workers if worker_index is not None else 1
         self.worker_index = worker_index or 1
         self.directory = Path(tempfile.gettempdir()) / f"keras-serving-ready-{parent_pid}"

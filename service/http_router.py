@@ -28,6 +28,7 @@ import time
 import typing as t
 from pathlib import Path
 
+import bentoml
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -58,8 +59,6 @@ def error_response(exc: ServingError) -> JSONResponse:
 
 
 def _service() -> t.Any:
-    import bentoml
-
     return bentoml.get_current_service()
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import typing as t
 
+import bentoml
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -201,8 +202,6 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
 
 
 def _server() -> t.Any:
-    import bentoml
-
     return bentoml.get_current_service()
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import BatchObserver, Batcher
+from service.batcher import Batcher, BatchObserver
 from service.errors import DeadlineExceeded, ModelFailure, Overloaded
 
 

@@ -44,7 +44,9 @@ def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trai
     model = engine.model("imdb")
 
     async def main():
-        return await asyncio.gather(*(model.run("serving_default", ids[i : i + 1]) for i in range(12)))
+        return await asyncio.gather(
+            *(model.run("serving_default", ids[i : i + 1]) for i in range(12))
+        )
 
     results = asyncio.run(main())
     got = np.concatenate([r["probabilities"] for r in results])

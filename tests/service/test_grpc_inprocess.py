@@ -190,11 +190,10 @@ def test_health_follows_a_model_that_stops_being_available(start) -> None:
     while served.health() != health_pb2.HealthCheckResponse.NOT_SERVING:
         assert time.monotonic() < deadline, "health still SERVING"
         time.sleep(0.1)
-    with served.channel() as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-                _predict_request(), timeout=5
-            )
+    with served.channel() as channel, pytest.raises(grpc.RpcError) as caught:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            _predict_request(), timeout=5
+        )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
