@@ -294,6 +294,15 @@ class PeerReadiness:
         temporary.replace(marker)  # atomic: a reader never sees a half-written pid
         self.marked = True
 
+    def withdraw(self) -> None:
+        """This worker is shutting down: removes its marker (and the directory, once empty)."""
+        self.marked = False
+        (self.directory / f"worker-{self.worker_index}").unlink(missing_ok=True)
+        try:
+            self.directory.rmdir()
+        except OSError:  # other workers' markers are still there
+            pass
+
     def all_ready(self) -> bool:
         """Every worker has marked itself ready and is still alive."""
         if self.workers == 1:

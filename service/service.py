@@ -99,6 +99,7 @@ class ModelServer:
         self.peers = PeerReadiness(
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
         )
+        self.stopping = False
 
     @property
     def models(self) -> dict[str, ServedModel]:
@@ -114,7 +115,7 @@ class ModelServer:
 
     def ready(self) -> bool:
         """Every model of every worker is loaded and warmed up (``/readyz``, gRPC health)."""
-        if not self.engine.ready:
+        if self.stopping or not self.engine.ready:
             return False
         if not self.peers.marked:
             # The loaded models are millions of long-lived Python objects (TensorFlow's
@@ -136,6 +137,8 @@ class ModelServer:
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
+        self.stopping = True  # not ready any more: /readyz and health turn false at once
+        self.peers.withdraw()
         if getattr(self, "grpc", None) is not None:
             await self.grpc.stop()
         await self.engine.close()

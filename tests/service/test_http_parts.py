@@ -63,6 +63,10 @@ def test_server_is_ready_only_when_every_worker_is(tmp_path, monkeypatch):
     (first.directory / "worker-2").write_text("999999999")
     assert not first.all_ready()
     assert (first.directory / "worker-1").read_text() == str(os.getpid())
+    # Shutting down: the marker goes, and the directory with the last one.
+    second.withdraw()
+    first.withdraw()
+    assert not first.directory.exists()
 
 
 def test_a_single_worker_needs_no_peers(tmp_path, monkeypatch):
