@@ -8,6 +8,7 @@ always ``{"error": message}``, the shape TensorFlow Serving's REST API uses.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 from bentoml.exceptions import BentoMLException
@@ -113,3 +114,16 @@ GRPC_STATUS: dict[type[ServingError], str] = {
         ModelFailure,
     )
 }
+
+
+_requests_log = logging.getLogger("bentoml.keras_serving.requests")
+
+
+def log_refusal(error: ServingError, door: str, target: str) -> None:
+    """One INFO line, no traceback, for a request answered with a service error on purpose
+    (bad input, unknown model, not ready, deadline). Not logged here: ``Overloaded`` (a flood
+    would flood the log; ``keras_serving_refused_total`` counts it) and ``ModelFailure``
+    (the batcher already logged it at ERROR with its traceback)."""
+    if isinstance(error, Overloaded | ModelFailure):
+        return
+    _requests_log.info("%s %s: %d %s", door, target, int(error.error_code), error.message)

@@ -31,6 +31,7 @@ from service.errors import (
     ModelNotFound,
     PayloadTooLarge,
     ServingError,
+    log_refusal,
 )
 from service.metrics import track
 from tfserving_api._proto.tensorflow_serving.apis import (
@@ -79,6 +80,7 @@ def _rpc(method: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Await
         try:
             return await method(self, request, context)
         except ServingError as exc:
+            log_refusal(exc, "grpc", method.__name__)
             await context.abort(status_code(exc), exc.message)
         except asyncio.CancelledError:
             raise

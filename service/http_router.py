@@ -39,7 +39,7 @@ from starlette.routing import Route, Router
 from service import tfserving_rest
 from service.config import ServingSettings
 from service.engine import request_deadline
-from service.errors import ServingError
+from service.errors import ServingError, log_refusal
 from service.middleware import (
     ASGIApp,
     BodyLimitMiddleware,
@@ -73,6 +73,7 @@ def api_route(name: str, api: t.Any) -> Route:
         try:
             data = await input_spec.from_http_request(request, None)  # type: ignore[attr-defined]
         except ServingError as exc:
+            log_refusal(exc, "rest", api.route)
             return error_response(exc)
         try:
             result = await func(_service(), **{key: getattr(data, key) for key in fields})

@@ -28,7 +28,7 @@ from service import endpoints
 from service.catalog import ModelInfo, bento_tags, latest_tags
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, PeerReadiness, ServedModel
-from service.errors import ServingError
+from service.errors import ServingError, log_refusal
 from service.http_router import FastRoutes, error_response
 from service.metrics import track
 from service.schemas import (
@@ -156,6 +156,7 @@ class ModelServer:
                     await handler(self.model(name), settings=self.settings, **fields)
                 )
         except ServingError as exc:
+            log_refusal(exc, "rest", name)
             return error_response(exc)
 
     @bentoml.api(route="/reuters/classify", input_spec=TopicsRequest)

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
-from service.errors import InvalidInput, ModelNotFound, ServingError
+from service.errors import InvalidInput, ModelNotFound, ServingError, log_refusal
 from service.inputs import check_batch, tensor_from_json
 from service.metrics import track
 from tfserving_api.tensors import DT_NAMES
@@ -191,6 +191,7 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
         try:
             return await handler(request)
         except ServingError as exc:
+            log_refusal(exc, "tfserving", f"{request.method} {request.url.path}")
             return JSONResponse(
                 exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers()
             )

@@ -75,3 +75,17 @@ def test_a_single_worker_needs_no_peers(tmp_path, monkeypatch):
     assert not alone.all_ready()
     alone.mark_ready()
     assert alone.all_ready()
+
+
+def test_refusals_are_one_info_line_without_traceback(caplog):
+    import logging
+
+    from service.errors import InvalidInput, ModelFailure, Overloaded, log_refusal
+
+    with caplog.at_level(logging.INFO, logger="bentoml.keras_serving.requests"):
+        log_refusal(InvalidInput("texts[0]: must not be empty"), "rest", "/imdb/sentiment")
+        log_refusal(Overloaded("imdb/predict_text: full"), "grpc", "Predict")  # counted, not logged
+        log_refusal(ModelFailure("boom"), "grpc", "Predict")  # the batcher logged it already
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("INFO", "rest /imdb/sentiment: 400 texts[0]: must not be empty", None)
+    ]
