@@ -12,6 +12,7 @@ import logging
 from http import HTTPStatus
 
 from bentoml.exceptions import BentoMLException
+from starlette.responses import JSONResponse
 
 
 class ServingError(BentoMLException):
@@ -127,3 +128,15 @@ def log_refusal(error: ServingError, door: str, target: str) -> None:
     if isinstance(error, Overloaded | ModelFailure):
         return
     _requests_log.info("%s %s: %d %s", door, target, int(error.error_code), error.message)
+
+
+def error_response(error: ServingError) -> JSONResponse:
+    """The HTTP answer to a service error: ``{"error": ...}``, its status and headers."""
+    return JSONResponse(
+        error.to_json(), status_code=int(error.error_code), headers=error.to_headers()
+    )
+
+
+def internal_error_response() -> JSONResponse:
+    """The HTTP answer to a server fault (logged by the caller, with its traceback)."""
+    return JSONResponse({"error": "internal error, see the server log"}, status_code=500)

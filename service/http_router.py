@@ -33,13 +33,18 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route, Router
 
 from service import tfserving_rest
 from service.config import ServingSettings
 from service.engine import request_deadline
-from service.errors import ServingError, log_refusal
+from service.errors import (
+    ServingError,
+    error_response,
+    internal_error_response,
+    log_refusal,
+)
 from service.middleware import (
     ASGIApp,
     BodyLimitMiddleware,
@@ -51,11 +56,6 @@ from service.middleware import (
 )
 
 logger = logging.getLogger("bentoml.keras_serving.http")
-
-
-def error_response(exc: ServingError) -> JSONResponse:
-    """The ``{"error": ...}`` response of a service error, with its headers (Retry-After)."""
-    return JSONResponse(exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers())
 
 
 def _service() -> t.Any:
@@ -79,7 +79,7 @@ def api_route(name: str, api: t.Any) -> Route:
             result = await func(_service(), **{key: getattr(data, key) for key in fields})
         except Exception:  # a server fault, never the client's: log it once, answer 500
             logger.exception("POST %s failed", api.route)
-            return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
+            return internal_error_response()
         if isinstance(result, Response):
             return result
         return Response(result.model_dump_json(), media_type="application/json")

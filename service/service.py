@@ -28,8 +28,8 @@ from service import endpoints
 from service.catalog import ModelInfo, bento_tags, latest_tags
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, PeerReadiness, ServedModel
-from service.errors import ServingError, log_refusal
-from service.http_router import FastRoutes, error_response
+from service.errors import ServingError, error_response, log_refusal
+from service.http_router import FastRoutes
 from service.metrics import track
 from service.schemas import (
     ForecastRequest,

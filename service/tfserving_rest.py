@@ -27,7 +27,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
-from service.errors import InvalidInput, ModelNotFound, ServingError, log_refusal
+from service.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ServingError,
+    error_response,
+    internal_error_response,
+    log_refusal,
+)
 from service.inputs import check_batch, tensor_from_json
 from service.metrics import track
 from tfserving_api.tensors import DT_NAMES
@@ -192,12 +199,10 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
             return await handler(request)
         except ServingError as exc:
             log_refusal(exc, "tfserving", f"{request.method} {request.url.path}")
-            return JSONResponse(
-                exc.to_json(), status_code=int(exc.error_code), headers=exc.to_headers()
-            )
+            return error_response(exc)
         except Exception:
             logger.exception("%s %s failed", request.method, request.url.path)
-            return JSONResponse({"error": "internal error, see the server log"}, status_code=500)
+            return internal_error_response()
 
     return wrapper
 
