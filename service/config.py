@@ -126,6 +126,16 @@ class ServingSettings:
     # (measured costs in service/ARCHITECTURE.md); off by default.
     access_log: bool = False
     tracing: bool = False
+    # Seconds between two looks at the model store and SERVICE_MODEL_CONFIG for new or
+    # removed versions (TF Serving's file_system_poll_wait_seconds); 0 = never look again.
+    poll_s: float = 10.0
+    # The model config file (YAML or TOML): version policy and labels per model; "" = none
+    # (every model serves its latest version, no labels). Schema in the README.
+    model_config: str = ""
+    # On SIGTERM: seconds the requests already accepted get to finish before models unload.
+    grace_s: float = 10.0
+    # "text" (BentoML's log lines) or "json" (one JSON object per line).
+    log_format: str = "text"
 
     @property
     def max_batch_size(self) -> int:
@@ -143,6 +153,9 @@ class ServingSettings:
             raise ValueError(f"SERVICE_XLA={xla!r}: expected auto, 0 or 1")
         buckets = _buckets(os.environ.get("SERVICE_BATCH_BUCKETS", "") or "1,2,4,8,16,32,64")
         gpus = _int("SERVICE_GPUS", 0)
+        log_format = os.environ.get("SERVICE_LOG_FORMAT", "text").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise ValueError(f"SERVICE_LOG_FORMAT={log_format!r}: expected text or json")
         workers = _workers(os.environ.get("SERVICE_WORKERS", ""), gpus)
         settings = cls(
             models=_names(os.environ.get("SERVICE_MODELS", "")),
@@ -160,6 +173,10 @@ class ServingSettings:
             timeout_s=_int("SERVICE_TIMEOUT_S", 60, minimum=1),
             access_log=_flag("SERVICE_ACCESS_LOG"),
             tracing=_flag("SERVICE_TRACING"),
+            poll_s=_float("SERVICE_POLL_S", 10.0),
+            model_config=os.environ.get("SERVICE_MODEL_CONFIG", "").strip(),
+            grace_s=_float("SERVICE_GRACE_S", 10.0),
+            log_format=log_format,
         )
         if settings.max_items > settings.max_batch_size:
             raise ValueError(
