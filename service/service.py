@@ -27,9 +27,10 @@ from pydantic import BaseModel
 from service import endpoints
 from service.catalog import ModelInfo, bento_tags, latest_tags
 from service.config import ServingSettings, cuda_device_for_worker
-from service.engine import Engine, PeerReadiness, ServedModel
+from service.engine import Engine, ServedModel
 from service.errors import ServingError, error_response, log_refusal
 from service.http_router import FastRoutes
+from service.lifecycle import PeerReadiness
 from service.metrics import track
 from service.schemas import (
     ForecastRequest,

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.engine import PeerReadiness
+from service.lifecycle import PeerReadiness
 from service.middleware import BodyLimitMiddleware, ErrorShapeMiddleware
 
 
