@@ -63,6 +63,12 @@ GENERATE = [
     "tensorflow_serving/apis/inference.proto",
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
+    # HandleReloadConfigRequest: a ModelServerConfig (version policy and labels per model).
+    "tensorflow_serving/apis/model_management.proto",
+    "tensorflow_serving/config/model_server_config.proto",
+    "tensorflow_serving/config/file_system_storage_path_source.proto",
+    "tensorflow_serving/config/logging_config.proto",
+    "tensorflow_serving/config/log_collector_config.proto",
     "grpc_health/v1/health.proto",
 ]
 

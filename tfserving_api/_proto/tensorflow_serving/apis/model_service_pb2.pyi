@@ -1,5 +1,6 @@
 # Rewritten by tools/compile_protos.py for tfserving_api's private descriptor pool.
 from tfserving_api._proto.tensorflow_serving.apis import get_model_status_pb2 as _get_model_status_pb2
+from tfserving_api._proto.tensorflow_serving.apis import model_management_pb2 as _model_management_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 
