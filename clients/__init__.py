@@ -26,6 +26,7 @@ from clients.errors import (
     ResourceExhausted,
     ServerError,
     Unavailable,
+    Unsupported,
 )
 from clients.retry import RetryPolicy
 
@@ -48,6 +49,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Unavailable",
+    "Unsupported",
 ]
 
 # Imported on first use so that HTTP-only code never loads grpc, and vice versa.

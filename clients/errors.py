@@ -86,6 +86,11 @@ class ServerError(ClientError):
     """The server failed while handling a valid request (5xx, INTERNAL, UNKNOWN)."""
 
 
+class Unsupported(ClientError, NotImplementedError):
+    """The server or the transport does not offer this operation (HTTP 501,
+    UNIMPLEMENTED, or e.g. `reload_config` over HTTP, which TF Serving has no REST for)."""
+
+
 _HTTP_STATUS: dict[int, type[ClientError]] = {
     400: InvalidInput,
     404: ModelNotFound,
@@ -93,6 +98,7 @@ _HTTP_STATUS: dict[int, type[ClientError]] = {
     413: ResourceExhausted,
     422: InvalidInput,
     429: ResourceExhausted,
+    501: Unsupported,
     502: Unavailable,
     503: Unavailable,
     504: DeadlineExceeded,
@@ -109,6 +115,7 @@ _GRPC_CODE: dict[str, type[ClientError]] = {
     "INTERNAL": ServerError,
     "UNKNOWN": ServerError,
     "DATA_LOSS": ServerError,
+    "UNIMPLEMENTED": Unsupported,
 }
 
 
@@ -154,8 +161,23 @@ def from_rpc_error(error: Any) -> ClientError:
     message = error.details() or name
     if name == "UNAVAILABLE" and "connect" in message.lower():
         message = f"cannot reach the server: {message}"
+    return from_grpc_code(name, message)
+
+
+def from_grpc_code(name: str, message: str) -> ClientError:
+    """The error for a gRPC status code by name, e.g. the ``error_code`` of the
+    `StatusProto` a `HandleReloadConfigRequest` answers with.
+
+    Args:
+        name: The code's name (``"NOT_FOUND"``...); TensorFlow's error codes share them.
+        message: The server's message.
+
+    Returns:
+        The matching `ClientError` subclass.
+    """
+    message = message or name
     cls = _GRPC_CODE.get(name)
-    if cls is None:  # UNIMPLEMENTED, PERMISSION_DENIED...: the code is the useful part
+    if cls is None:  # PERMISSION_DENIED, CANCELLED...: the code is the useful part
         cls, message = ClientError, f"{name}: {message}"
     return cls(message, grpc_code=name)
 

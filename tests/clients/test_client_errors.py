@@ -15,6 +15,7 @@ from clients.errors import (
     ResourceExhausted,
     ServerError,
     Unavailable,
+    Unsupported,
 )
 
 
@@ -42,7 +43,7 @@ class FakeRpcError(grpc.RpcError):
         (502, Unavailable, True),
         (503, Unavailable, True),
         (500, ServerError, False),
-        (501, ServerError, False),
+        (501, Unsupported, False),
         (403, ClientError, False),
     ],
 )
@@ -66,7 +67,7 @@ def test_from_http(status: int, expected: type, retryable: bool) -> None:
         (grpc.StatusCode.INTERNAL, ServerError, False),
         (grpc.StatusCode.UNKNOWN, ServerError, False),
         (grpc.StatusCode.DATA_LOSS, ServerError, False),
-        (grpc.StatusCode.UNIMPLEMENTED, ClientError, False),
+        (grpc.StatusCode.UNIMPLEMENTED, Unsupported, False),
         (grpc.StatusCode.PERMISSION_DENIED, ClientError, False),
     ],
 )
@@ -75,6 +76,17 @@ def test_from_rpc_error(code: grpc.StatusCode, expected: type, retryable: bool) 
     assert type(error) is expected
     assert error.retryable is retryable and error.grpc_code == code.name
     assert "Servable not found for request" in error.message
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("NOT_FOUND", ModelNotFound), ("INVALID_ARGUMENT", InvalidInput), ("CANCELLED", ClientError)],
+)
+def test_from_grpc_code(name: str, expected: type) -> None:
+    # TensorFlow's error codes (a reload's StatusProto) share gRPC's names.
+    error = errors.from_grpc_code(name, "label 'stable' points at version 9, not served")
+    assert type(error) is expected and error.grpc_code == name
+    assert "label 'stable'" in error.message
 
 
 @pytest.mark.parametrize(
@@ -107,3 +119,4 @@ def test_errors_are_also_builtin_kinds() -> None:
     assert isinstance(InvalidInput("x"), ValueError)
     assert isinstance(ModelNotFound("x"), LookupError)
     assert isinstance(DeadlineExceeded("x"), TimeoutError)
+    assert isinstance(Unsupported("x"), NotImplementedError)
