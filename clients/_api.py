@@ -31,23 +31,41 @@ from tfserving_api.tensors import TensorError
 
 T = TypeVar("T")
 Op = Generator[Any, Any, T]  # yields requests, is sent responses, returns a result
+# `reload_config`'s argument: model name -> {"versions": ..., "labels": ...}, or a
+# ready-made ModelServerConfig message (see `clients.model_config`).
+ModelConfigs = Mapping[str, Mapping[str, Any]] | Any
 
 
 class Operations(Protocol):
-    """What a transport protocol implements; see `SyncAPI` for the meaning of each."""
+    """What a transport protocol implements; see `SyncAPI` for the meaning of each.
+    `version` and `label` pick the model version (both None: the latest)."""
 
-    def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]: ...
-    def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]: ...
+    def classify_topic(
+        self, texts: Sequence[str], top_k: int, version: int | None, label: str | None
+    ) -> Op[list[TopicPrediction]]: ...
+    def sentiment(
+        self, texts: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[SentimentResult]]: ...
     def classify_image(
-        self, images: Any, model: str, top_k: int
+        self, images: Any, model: str, top_k: int, version: int | None, label: str | None
     ) -> Op[list[ImageClassification]]: ...
-    def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]: ...
-    def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]: ...
+    def forecast(
+        self, window: Sequence[float], horizon: int, version: int | None, label: str | None
+    ) -> Op[Forecast]: ...
+    def translate(
+        self, sentences: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[Translation]]: ...
     def predict(
-        self, model: str, inputs: Mapping[str, Any], signature: str | None, version: int | None
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        signature: str | None,
+        version: int | None,
+        label: str | None,
     ) -> Op[dict[str, np.ndarray]]: ...
-    def metadata(self, model: str, version: int | None) -> Op[ModelInfo]: ...
-    def status(self, model: str) -> Op[ModelStatus]: ...
+    def metadata(self, model: str, version: int | None, label: str | None) -> Op[ModelInfo]: ...
+    def status(self, model: str, version: int | None, label: str | None) -> Op[ModelStatus]: ...
+    def reload_config(self, models: ModelConfigs) -> Op[None]: ...
     def health(self) -> Op[bool]: ...
     def ready(self) -> Op[bool]: ...
 
@@ -89,7 +107,14 @@ async def run_async(op: Op[T], send: Callable[[Any], Awaitable[Any]]) -> T:
 class SyncAPI:
     """The blocking client methods. Every method takes a keyword-only `timeout` in
     seconds (default: the client's) that bounds each request it sends, and raises a
-    `clients.errors.ClientError` subclass on failure."""
+    `clients.errors.ClientError` subclass on failure.
+
+    Every method that addresses a model also takes keyword-only `version` (an int) or
+    `label` (a name such as ``"stable"``, mapped to a version by the server's model
+    config); neither means the latest version, both raise `InvalidInput` (a
+    `ValueError`) before anything is sent. Results name the version that answered in
+    their `model.version`.
+    """
 
     _ops: Operations
 
@@ -106,39 +131,63 @@ class SyncAPI:
         self.close()
 
     def classify_topic(
-        self, texts: Sequence[str], top_k: int = 3, *, timeout: float | None = None
+        self,
+        texts: Sequence[str],
+        top_k: int = 3,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[TopicPrediction]:
         """Reuters topics of each text.
 
         Args:
             texts: Raw texts (the model tokenizes them).
             top_k: How many topics to return per text, best first.
+            version: Model version to ask; default the latest.
+            label: Version label to ask (``"stable"``...), instead of `version`.
             timeout: Seconds per request; default: the client's.
 
         Returns:
             One `TopicPrediction` per text, in order.
 
         Raises:
-            InvalidInput: `texts` is empty or not a list of str, or `top_k` < 1.
+            InvalidInput: `texts` is empty or not a list of str, `top_k` < 1, or both
+                `version` and `label` are given.
+            ModelNotFound: no such version or label on the server.
         """
-        return self._run(self._ops.classify_topic(texts, top_k), timeout)
+        return self._run(self._ops.classify_topic(texts, top_k, version, label), timeout)
 
     def sentiment(
-        self, texts: Sequence[str], *, timeout: float | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[SentimentResult]:
         """IMDB sentiment ("positive" / "negative") of each text.
 
         Args:
             texts: Raw review texts.
+            version: Model version to ask; default the latest.
+            label: Version label to ask, instead of `version`.
             timeout: Seconds per request; default: the client's.
 
         Returns:
             One `SentimentResult` per text, in order.
         """
-        return self._run(self._ops.sentiment(texts), timeout)
+        return self._run(self._ops.sentiment(texts, version, label), timeout)
 
     def classify_image(
-        self, images: Any, model: str = "cifar", top_k: int = 1, *, timeout: float | None = None
+        self,
+        images: Any,
+        model: str = "cifar",
+        top_k: int = 1,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[ImageClassification]:
         """Class of each image.
 
@@ -148,15 +197,23 @@ class SyncAPI:
                 floats are pixels scaled to [0, 1].
             model: ``"cifar"`` (32x32x3) or ``"mnist"`` (28x28x1).
             top_k: How many classes to list in each result's `top`.
+            version: Model version to ask; default the latest.
+            label: Version label to ask, instead of `version`.
             timeout: Seconds per request; default: the client's.
 
         Returns:
             One `ImageClassification` per image, in order.
         """
-        return self._run(self._ops.classify_image(images, model, top_k), timeout)
+        return self._run(self._ops.classify_image(images, model, top_k, version, label), timeout)
 
     def forecast(
-        self, window: Sequence[float], horizon: int = 1, *, timeout: float | None = None
+        self,
+        window: Sequence[float],
+        horizon: int = 1,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> Forecast:
         """The next `horizon` values of the cosine series after `window`.
 
@@ -164,31 +221,41 @@ class SyncAPI:
             window: The last values of the series (10 for the seed model).
             horizon: How many steps to predict; each step feeds the previous prediction
                 back in.
+            version: Model version to ask; default the latest.
+            label: Version label to ask, instead of `version`.
             timeout: Seconds per request; default: the client's.
         """
-        return self._run(self._ops.forecast(window, horizon), timeout)
+        return self._run(self._ops.forecast(window, horizon, version, label), timeout)
 
     def translate(
-        self, sentences: Sequence[str], *, timeout: float | None = None
+        self,
+        sentences: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[Translation]:
         """Translate each sentence with the seed translator model.
 
         Args:
             sentences: Source sentences.
+            version: Model version to ask; default the latest.
+            label: Version label to ask, instead of `version`.
             timeout: Seconds per request; default: the client's.
 
         Returns:
             One `Translation` per sentence, in order.
         """
-        return self._run(self._ops.translate(sentences), timeout)
+        return self._run(self._ops.translate(sentences, version, label), timeout)
 
     def predict(
         self,
         model: str,
         inputs: Mapping[str, Any],
         signature: str | None = None,
-        version: int | None = None,
         *,
+        version: int | None = None,
+        label: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run any signature of any model, TF Serving style.
@@ -200,6 +267,7 @@ class SyncAPI:
                 lists of str become string tensors.
             signature: Signature name; default ``serving_default``.
             version: Model version; default the latest.
+            label: Version label, instead of `version`.
             timeout: Seconds per request; default: the client's.
 
         Returns:
@@ -207,19 +275,56 @@ class SyncAPI:
 
         Raises:
             InvalidInput: wrong input names, dtypes or shapes.
-            ModelNotFound: no such model, version or signature.
+            ModelNotFound: no such model, version, label or signature.
         """
-        return self._run(self._ops.predict(model, inputs, signature, version), timeout)
+        return self._run(self._ops.predict(model, inputs, signature, version, label), timeout)
 
     def metadata(
-        self, model: str, version: int | None = None, *, timeout: float | None = None
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> ModelInfo:
-        """Signatures (and label names, when the server provides them) of a model."""
-        return self._run(self._ops.metadata(model, version), timeout)
+        """Signatures (and label names, when the server provides them) of a model
+        version; `ModelInfo.version` is the version that answered."""
+        return self._run(self._ops.metadata(model, version, label), timeout)
 
-    def status(self, model: str, *, timeout: float | None = None) -> ModelStatus:
-        """Load state of each version of a model."""
-        return self._run(self._ops.status(model), timeout)
+    def status(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelStatus:
+        """Load state of every version of a model the server knows (loading, serving,
+        unloading, or failed with its error), or of one version or label only."""
+        return self._run(self._ops.status(model, version, label), timeout)
+
+    def reload_config(self, models: ModelConfigs, *, timeout: float | None = None) -> None:
+        """Apply a new model config on the server: TF Serving's
+        ``ModelService/HandleReloadConfigRequest``. gRPC only.
+
+        As in TF Serving, the config replaces the server's whole model list: list every
+        model that should stay served.
+
+        Args:
+            models: Model name to its config, e.g. ``{"imdb": {"versions": [1, 2],
+                "labels": {"stable": 1, "canary": 2}}}``. ``"versions"`` is ``"all"``, a
+                list of versions, ``{"latest": n}`` or None / absent (the latest one);
+                ``"labels"`` maps names to versions; ``"base_path"`` is optional. A
+                ready-made `ModelServerConfig` message is sent as it is. See
+                `clients.model_config.model_server_config`.
+            timeout: Seconds for the call; default: the client's.
+
+        Raises:
+            InvalidInput: the mapping is malformed, or the server refused the config.
+            Unsupported: over HTTP (TF Serving has no REST API for this), or the server
+                does not implement it.
+        """
+        return self._run(self._ops.reload_config(models), timeout)
 
     def health(self, *, timeout: float | None = None) -> bool:
         """Whether the server is up (liveness). False, not an error, if unreachable."""
@@ -248,56 +353,104 @@ class AsyncAPI:
         await self.close()
 
     async def classify_topic(
-        self, texts: Sequence[str], top_k: int = 3, *, timeout: float | None = None
+        self,
+        texts: Sequence[str],
+        top_k: int = 3,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[TopicPrediction]:
         """See `SyncAPI.classify_topic`."""
-        return await self._run(self._ops.classify_topic(texts, top_k), timeout)
+        return await self._run(self._ops.classify_topic(texts, top_k, version, label), timeout)
 
     async def sentiment(
-        self, texts: Sequence[str], *, timeout: float | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[SentimentResult]:
         """See `SyncAPI.sentiment`."""
-        return await self._run(self._ops.sentiment(texts), timeout)
+        return await self._run(self._ops.sentiment(texts, version, label), timeout)
 
     async def classify_image(
-        self, images: Any, model: str = "cifar", top_k: int = 1, *, timeout: float | None = None
+        self,
+        images: Any,
+        model: str = "cifar",
+        top_k: int = 1,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[ImageClassification]:
         """See `SyncAPI.classify_image`."""
-        return await self._run(self._ops.classify_image(images, model, top_k), timeout)
+        return await self._run(
+            self._ops.classify_image(images, model, top_k, version, label), timeout
+        )
 
     async def forecast(
-        self, window: Sequence[float], horizon: int = 1, *, timeout: float | None = None
+        self,
+        window: Sequence[float],
+        horizon: int = 1,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> Forecast:
         """See `SyncAPI.forecast`."""
-        return await self._run(self._ops.forecast(window, horizon), timeout)
+        return await self._run(self._ops.forecast(window, horizon, version, label), timeout)
 
     async def translate(
-        self, sentences: Sequence[str], *, timeout: float | None = None
+        self,
+        sentences: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> list[Translation]:
         """See `SyncAPI.translate`."""
-        return await self._run(self._ops.translate(sentences), timeout)
+        return await self._run(self._ops.translate(sentences, version, label), timeout)
 
     async def predict(
         self,
         model: str,
         inputs: Mapping[str, Any],
         signature: str | None = None,
-        version: int | None = None,
         *,
+        version: int | None = None,
+        label: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """See `SyncAPI.predict`."""
-        return await self._run(self._ops.predict(model, inputs, signature, version), timeout)
+        return await self._run(self._ops.predict(model, inputs, signature, version, label), timeout)
 
     async def metadata(
-        self, model: str, version: int | None = None, *, timeout: float | None = None
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
     ) -> ModelInfo:
         """See `SyncAPI.metadata`."""
-        return await self._run(self._ops.metadata(model, version), timeout)
+        return await self._run(self._ops.metadata(model, version, label), timeout)
 
-    async def status(self, model: str, *, timeout: float | None = None) -> ModelStatus:
+    async def status(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelStatus:
         """See `SyncAPI.status`."""
-        return await self._run(self._ops.status(model), timeout)
+        return await self._run(self._ops.status(model, version, label), timeout)
+
+    async def reload_config(self, models: ModelConfigs, *, timeout: float | None = None) -> None:
+        """See `SyncAPI.reload_config`."""
+        return await self._run(self._ops.reload_config(models), timeout)
 
     async def health(self, *, timeout: float | None = None) -> bool:
         """See `SyncAPI.health`."""

@@ -104,3 +104,22 @@ def inputs(value: Any) -> dict[str, Any]:
 def version(value: Any) -> int | None:
     """None, or a positive model version."""
     return None if value is None else positive_int(value, "version")
+
+
+def label(value: Any) -> str | None:
+    """None, or a non-empty version label."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"label must be a non-empty string, got {value!r}")
+    return value
+
+
+def version_or_label(version_: Any, label_: Any) -> tuple[int | None, str | None]:
+    """Which version of a model to ask: a number, a label or neither (the server's
+    default, the latest). `InvalidInput` (a `ValueError`) when given both."""
+    if version_ is not None and label_ is not None:
+        raise InvalidInput(
+            f"give a version or a label, not both (version={version_!r}, label={label_!r})"
+        )
+    return version(version_), label(label_)

@@ -20,7 +20,14 @@ import numpy as np
 
 from clients import _inputs
 from clients._api import Op
-from clients.errors import ClientError, DeadlineExceeded, InvalidInput, ServerError, Unavailable
+from clients.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidInput,
+    ServerError,
+    Unavailable,
+    Unsupported,
+)
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -63,9 +70,24 @@ def _post(path: str, body: Any) -> HttpRequest:
     return HttpRequest("POST", path, content)
 
 
-def _model_path(model: str, version: int | None) -> str:
+def _model_path(model: str, version: int | None = None, label: str | None = None) -> str:
+    """TF Serving REST's model prefix: the latest, a version or a label."""
     path = f"/v1/models/{quote(model, safe='')}"
-    return path if version is None else f"{path}/versions/{version}"
+    if version is not None:
+        return f"{path}/versions/{version}"
+    if label is not None:
+        return f"{path}/labels/{quote(label, safe='')}"
+    return path
+
+
+def _friendly_body(body: dict[str, Any], version: Any, label: Any) -> dict[str, Any]:
+    """A friendly endpoint's body with the optional ``version`` or ``label`` field."""
+    version, label = _inputs.version_or_label(version, label)
+    if version is not None:
+        body["version"] = version
+    if label is not None:
+        body["label"] = label
+    return body
 
 
 def _model_ref(payload: Mapping[str, Any], fallback: str) -> ModelRef:
@@ -178,12 +200,20 @@ class RestProtocol:
     """The HTTP flavour of `clients._api.Operations`."""
 
     def __init__(self) -> None:
-        # (model, version, signature) -> its outputs, or None when metadata was unavailable
-        self._output_specs: dict[tuple[str, int | None, str], Mapping[str, TensorSpec] | None] = {}
+        # (model, version, label, signature) -> its outputs, or None when metadata was
+        # unavailable. REST predict answers do not say which version answered a label, so
+        # a label is a key of its own (a signature's dtypes do not change between versions
+        # in practice; if they did, only the cast of JSON numbers would be off).
+        self._output_specs: dict[
+            tuple[str, int | None, str | None, str], Mapping[str, TensorSpec] | None
+        ] = {}
 
-    def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]:
+    def classify_topic(
+        self, texts: Sequence[str], top_k: int, version: int | None, label: str | None
+    ) -> Op[list[TopicPrediction]]:
         batch = _inputs.texts(texts)
         body = {"texts": batch, "top_k": _inputs.positive_int(top_k, "top_k")}
+        body = _friendly_body(body, version, label)
         payload = yield _post("/reuters/classify", body)
         model = _model_ref(payload, "reuters")
         return [
@@ -191,9 +221,11 @@ class RestProtocol:
             for item in _batch(payload, "results", len(batch))
         ]
 
-    def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]:
+    def sentiment(
+        self, texts: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[SentimentResult]]:
         batch = _inputs.texts(texts)
-        payload = yield _post("/imdb/sentiment", {"texts": batch})
+        payload = yield _post("/imdb/sentiment", _friendly_body({"texts": batch}, version, label))
         model = _model_ref(payload, "imdb")
         return [
             SentimentResult(
@@ -205,10 +237,13 @@ class RestProtocol:
             for item in _batch(payload, "results", len(batch))
         ]
 
-    def classify_image(self, images: Any, model: str, top_k: int) -> Op[list[ImageClassification]]:
+    def classify_image(
+        self, images: Any, model: str, top_k: int, version: int | None, label: str | None
+    ) -> Op[list[ImageClassification]]:
         name = _inputs.image_model(model)
         batch = _inputs.images(images)
         body = {"images": batch.tolist(), "top_k": _inputs.positive_int(top_k, "top_k")}
+        body = _friendly_body(body, version, label)
         payload = yield _post(f"/{name}/classify", body)
         ref = _model_ref(payload, name)
         return [
@@ -222,34 +257,44 @@ class RestProtocol:
             for item in _batch(payload, "results", len(batch))
         ]
 
-    def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]:
+    def forecast(
+        self, window: Sequence[float], horizon: int, version: int | None, label: str | None
+    ) -> Op[Forecast]:
         body = {
             "window": _inputs.window(window).tolist(),
             "horizon": _inputs.positive_int(horizon, "horizon"),
         }
+        body = _friendly_body(body, version, label)
         payload = yield _post("/cosine/forecast", body)
         values = tuple(float(v) for v in _field(payload, "forecast"))
         return Forecast(values, _model_ref(payload, "cosine"))
 
-    def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]:
+    def translate(
+        self, sentences: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[Translation]]:
         sources = _inputs.texts(sentences, "sentences")
-        payload = yield _post("/translate", {"sentences": sources})
+        payload = yield _post("/translate", _friendly_body({"sentences": sources}, version, label))
         model = _model_ref(payload, "translator")
         texts = _batch(payload, "translations", len(sources))
         return [Translation(s, t, model) for s, t in zip(sources, texts, strict=True)]
 
     def predict(
-        self, model: str, inputs: Mapping[str, Any], signature: str | None, version: int | None
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        signature: str | None,
+        version: int | None,
+        label: str | None,
     ) -> Op[dict[str, np.ndarray]]:
-        version = _inputs.version(version)
+        version, label = _inputs.version_or_label(version, label)
         body: dict[str, Any] = {
             "inputs": {k: _to_json(v) for k, v in _inputs.inputs(inputs).items()}
         }
         if signature:
             body["signature_name"] = signature
-        payload = yield _post(f"{_model_path(model, version)}:predict", body)
+        payload = yield _post(f"{_model_path(model, version, label)}:predict", body)
         outputs = _field(payload, "outputs")
-        specs = yield from self._outputs_of(model, version, signature or DEFAULT_SIGNATURE)
+        specs = yield from self._outputs_of(model, version, label, signature or DEFAULT_SIGNATURE)
         if not isinstance(outputs, dict):
             # TF Serving drops the name when a signature has a single output.
             names = list(specs or {}) or ["outputs"]
@@ -257,12 +302,12 @@ class RestProtocol:
         return {k: _from_json(v, (specs or {}).get(k)) for k, v in outputs.items()}
 
     def _outputs_of(
-        self, model: str, version: int | None, signature: str
+        self, model: str, version: int | None, label: str | None, signature: str
     ) -> Op[Mapping[str, TensorSpec] | None]:
-        key = (model, version, signature)
+        key = (model, version, label, signature)
         if key not in self._output_specs:
             try:
-                info = yield from self.metadata(model, version)
+                info = yield from self.metadata(model, version, label)
             except ClientError:
                 # Best effort: the prediction itself succeeded; keep JSON's own types.
                 self._output_specs[key] = None
@@ -271,9 +316,9 @@ class RestProtocol:
                 self._output_specs[key] = sig.outputs if sig else None
         return self._output_specs[key]
 
-    def metadata(self, model: str, version: int | None) -> Op[ModelInfo]:
-        version = _inputs.version(version)
-        payload = yield HttpRequest("GET", f"{_model_path(model, version)}/metadata")
+    def metadata(self, model: str, version: int | None, label: str | None) -> Op[ModelInfo]:
+        version, label = _inputs.version_or_label(version, label)
+        payload = yield HttpRequest("GET", f"{_model_path(model, version, label)}/metadata")
         spec = payload.get("model_spec") or {}
         metadata = payload.get("metadata") or {}
         defs = (metadata.get("signature_def") or {}).get("signature_def") or {}
@@ -285,18 +330,29 @@ class RestProtocol:
             labels=tuple(labels) if labels is not None else None,
         )
 
-    def status(self, model: str) -> Op[ModelStatus]:
-        payload = yield HttpRequest("GET", _model_path(model, None))
-        versions = tuple(
-            VersionStatus(
-                version=int(item.get("version", 0)),
-                state=item.get("state", "UNKNOWN"),
-                error_code=(item.get("status") or {}).get("error_code", "OK"),
-                error_message=(item.get("status") or {}).get("error_message", ""),
-            )
-            for item in _field(payload, "model_version_status")
+    def status(self, model: str, version: int | None, label: str | None) -> Op[ModelStatus]:
+        version, label = _inputs.version_or_label(version, label)
+        payload = yield HttpRequest("GET", _model_path(model, version, label))
+        versions = sorted(
+            (
+                VersionStatus(
+                    version=int(item.get("version", 0)),
+                    state=item.get("state", "UNKNOWN"),
+                    error_code=(item.get("status") or {}).get("error_code", "OK"),
+                    error_message=(item.get("status") or {}).get("error_message", ""),
+                )
+                for item in _field(payload, "model_version_status")
+            ),
+            key=lambda v: v.version,
         )
-        return ModelStatus(model, versions)
+        return ModelStatus(model, tuple(versions))
+
+    def reload_config(self, models: Any) -> Op[None]:
+        # Raised on the call, so before anything is sent.
+        raise Unsupported(
+            "reload_config is gRPC-only: TF Serving has no REST API for "
+            "ModelService/HandleReloadConfigRequest; use clients.grpc.Client"
+        )
 
     def health(self) -> Op[bool]:
         return (yield from self._probe("/livez"))

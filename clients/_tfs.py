@@ -10,7 +10,9 @@ them answers with ``metadata["labels"]``: an `Any` packing a `tensorflow.TensorP
 DT_STRING, 1-D, the UTF-8 names in class-index order. A server that does not (stock TF
 Serving rejects unknown fields with INVALID_ARGUMENT) just leaves `label` None in the
 results; indices are always there. Names passed to the client's constructor
-(``labels={"reuters": [...]}``) take precedence and skip the lookup.
+(``labels={"reuters": [...]}``) take precedence and skip the lookup. Names are kept per
+version that answered (a new version may be trained on other classes), so a label that
+moves to another version is looked up again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import numpy as np
 
 from clients import _inputs
 from clients._api import Op
-from clients.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerError, Unavailable
+from clients.errors import (
+    ClientError,
+    DeadlineExceeded,
+    ModelNotFound,
+    ServerError,
+    Unavailable,
+    from_grpc_code,
+)
+from clients.model_config import reload_config_request
 from clients.types import (
     Forecast,
     ImageClassification,
@@ -69,25 +79,34 @@ _ERROR_CODE = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enu
 class Rpc:
     """One unary call for the client to make; the response is the reply message."""
 
-    method: str  # "Predict", "GetModelMetadata", "GetModelStatus" or "Check"
+    method: str  # "Predict", "GetModelMetadata", "GetModelStatus", "Check"...
     request: Any
     retry: bool = True  # False for probes: they must answer fast, not retry
 
 
 def model_spec(
-    name: str, version: int | None = None, signature: str | None = None
+    name: str,
+    version: int | None = None,
+    signature: str | None = None,
+    label: str | None = None,
 ) -> model_pb2.ModelSpec:
-    """A ModelSpec; no version means the latest, as in TF Serving."""
+    """A ModelSpec; no version and no label means the latest, as in TF Serving."""
     spec = model_pb2.ModelSpec(name=name, signature_name=signature or "")
     if version is not None:
         spec.version.value = version
+    elif label is not None:
+        spec.version_label = label
     return spec
 
 
-def _model_ref(response: predict_pb2.PredictResponse, fallback: str) -> ModelRef:
+def _answered_version(response: Any) -> int | None:
+    """The version named in a response's `model_spec` (None if the server did not say)."""
     spec = response.model_spec
-    version = spec.version.value if spec.HasField("version") else None
-    return ModelRef(spec.name or fallback, version)
+    return spec.version.value if spec.HasField("version") else None
+
+
+def _model_ref(response: predict_pb2.PredictResponse, fallback: str) -> ModelRef:
+    return ModelRef(response.model_spec.name or fallback, _answered_version(response))
 
 
 def _output(response: predict_pb2.PredictResponse, name: str, rows: int) -> np.ndarray:
@@ -128,28 +147,41 @@ class TFServingProtocol:
     """The gRPC flavour of `clients._api.Operations`."""
 
     def __init__(self, labels: Mapping[str, Sequence[str]] | None = None) -> None:
-        # model -> label names, or None once the server said it has none
-        self._labels: dict[str, tuple[str, ...] | None] = {
-            model: tuple(names) for model, names in (labels or {}).items()
-        }
-        # Whether the server's cosine export has `forecast_steps` (None: not asked yet).
-        self._forecast_steps: bool | None = None
+        # model -> label names given to the constructor, for every version
+        self._given_labels = {model: tuple(names) for model, names in (labels or {}).items()}
+        # (model, version, version label) -> label names, or None once the server said it
+        # has none. The version is the one that answered when the server says it.
+        self._labels: dict[tuple[str, int | None, str | None], tuple[str, ...] | None] = {}
+        # (version, version label) of cosine -> whether that export has `forecast_steps`.
+        self._forecast_steps: dict[tuple[int | None, str | None], bool] = {}
 
     def _predict(
-        self, model: str, signature: str, inputs: Mapping[str, Any], version: int | None = None
+        self,
+        model: str,
+        signature: str,
+        inputs: Mapping[str, Any],
+        version: int | None = None,
+        label: str | None = None,
     ) -> Op[predict_pb2.PredictResponse]:
-        request = predict_pb2.PredictRequest(model_spec=model_spec(model, version, signature))
+        spec = model_spec(model, version, signature, label)
+        request = predict_pb2.PredictRequest(model_spec=spec)
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(
                 value if isinstance(value, tensor_pb2.TensorProto) else to_tensor_proto(value)
             )
         return (yield Rpc("Predict", request))
 
-    def labels(self, model: str) -> Op[tuple[str, ...] | None]:
-        """Label names of `model`, looked up once (see the module docstring)."""
-        if model not in self._labels:
+    def labels(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> Op[tuple[str, ...] | None]:
+        """Label names of a version of `model`, looked up once (see the module docstring)."""
+        if model in self._given_labels:
+            return self._given_labels[model]
+        key = (model, version, None if version is not None else label)
+        if key not in self._labels:
             request = get_model_metadata_pb2.GetModelMetadataRequest(
-                model_spec=model_spec(model), metadata_field=[LABELS_FIELD]
+                model_spec=model_spec(model, version, label=key[2]),
+                metadata_field=[LABELS_FIELD],
             )
             try:
                 response = yield Rpc("GetModelMetadata", request)
@@ -157,10 +189,19 @@ class TFServingProtocol:
                 raise  # transient: report it, and ask again next time
             except ClientError:
                 # INVALID_ARGUMENT (stock TF Serving), UNIMPLEMENTED...: no names here.
-                self._labels[model] = None
+                self._labels[key] = None
             else:
-                self._labels[model] = self._unpack_labels(response)
-        return self._labels[model]
+                self._labels[key] = self._unpack_labels(response)
+        return self._labels[key]
+
+    def _labels_of(
+        self, model: str, response: Any, version: int | None, label: str | None
+    ) -> Op[tuple[str, ...] | None]:
+        """Label names of the version that produced `response`."""
+        answered = _answered_version(response)
+        if answered is not None:
+            return (yield from self.labels(model, answered))
+        return (yield from self.labels(model, version, label))
 
     @staticmethod
     def _unpack_labels(response: Any) -> tuple[str, ...] | None:
@@ -174,17 +215,27 @@ class TFServingProtocol:
             for v in to_ndarray(tensor).reshape(-1)
         )
 
-    def classify_topic(self, texts: Sequence[str], top_k: int) -> Op[list[TopicPrediction]]:
+    def classify_topic(
+        self, texts: Sequence[str], top_k: int, version: int | None, label: str | None
+    ) -> Op[list[TopicPrediction]]:
         batch, k = _inputs.texts(texts), _inputs.positive_int(top_k, "top_k")
-        response = yield from self._predict("reuters", PREDICT_TEXT_SIGNATURE, {"text": batch})
+        version, label = _inputs.version_or_label(version, label)
+        response = yield from self._predict(
+            "reuters", PREDICT_TEXT_SIGNATURE, {"text": batch}, version, label
+        )
         probabilities = _output(response, "probabilities", len(batch))
-        labels = yield from self.labels("reuters")
+        labels = yield from self._labels_of("reuters", response, version, label)
         model = _model_ref(response, "reuters")
         return [TopicPrediction(top_scores(p, k, labels), model) for p in probabilities]
 
-    def sentiment(self, texts: Sequence[str]) -> Op[list[SentimentResult]]:
+    def sentiment(
+        self, texts: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[SentimentResult]]:
         batch = _inputs.texts(texts)
-        response = yield from self._predict("imdb", PREDICT_TEXT_SIGNATURE, {"text": batch})
+        version, label = _inputs.version_or_label(version, label)
+        response = yield from self._predict(
+            "imdb", PREDICT_TEXT_SIGNATURE, {"text": batch}, version, label
+        )
         probabilities = _output(response, "probabilities", len(batch))
         # `label` is the model's own argmax; prefer it so ties break as on the server.
         has_label = "label" in response.outputs
@@ -195,15 +246,19 @@ class TFServingProtocol:
             for p, label in zip(probabilities, labels, strict=True)
         ]
 
-    def classify_image(self, images: Any, model: str, top_k: int) -> Op[list[ImageClassification]]:
+    def classify_image(
+        self, images: Any, model: str, top_k: int, version: int | None, label: str | None
+    ) -> Op[list[ImageClassification]]:
         name, k = _inputs.image_model(model), _inputs.positive_int(top_k, "top_k")
         batch = _inputs.images(images)
+        version, label = _inputs.version_or_label(version, label)
         if batch.dtype == np.uint8:
-            response = yield from self._predict(name, PREDICT_IMAGES_SIGNATURE, {"images": batch})
+            signature, inputs = PREDICT_IMAGES_SIGNATURE, {"images": batch}
         else:
-            response = yield from self._predict(name, TENSOR_SIGNATURE, {"pixels": batch})
+            signature, inputs = TENSOR_SIGNATURE, {"pixels": batch}
+        response = yield from self._predict(name, signature, inputs, version, label)
         probabilities = _output(response, "probabilities", len(batch))
-        labels = yield from self.labels(name)
+        labels = yield from self._labels_of(name, response, version, label)
         ref = _model_ref(response, name)
         results = []
         for p in probabilities:
@@ -213,26 +268,29 @@ class TFServingProtocol:
             )
         return results
 
-    def forecast(self, window: Sequence[float], horizon: int) -> Op[Forecast]:
+    def forecast(
+        self, window: Sequence[float], horizon: int, version: int | None, label: str | None
+    ) -> Op[Forecast]:
         history, steps = _inputs.window(window), _inputs.positive_int(horizon, "horizon")
+        selector = _inputs.version_or_label(version, label)
         values: list[float] = []
         ref = ModelRef("cosine")
         # Recursive multi-step forecast: each prediction slides into the window. Exports
         # with `forecast_steps` do 100 steps in one call; older ones take one call a step.
         while len(values) < steps:
-            if steps - len(values) > 1 and self._forecast_steps is not False:
+            if steps - len(values) > 1 and self._forecast_steps.get(selector) is not False:
                 try:
                     response = yield from self._predict(
-                        "cosine", FORECAST_STEPS_SIGNATURE, {"window": history[None, :]}
+                        "cosine", FORECAST_STEPS_SIGNATURE, {"window": history[None, :]}, *selector
                     )
                 except ModelNotFound:
-                    self._forecast_steps = False  # an older export: one step per call
+                    self._forecast_steps[selector] = False  # an older export: a call a step
                     continue
-                self._forecast_steps = True
+                self._forecast_steps[selector] = True
                 new = _output(response, "forecast", 1).reshape(-1)[: steps - len(values)]
             else:
                 response = yield from self._predict(
-                    "cosine", FORECAST_SIGNATURE, {"window": history[None, :]}
+                    "cosine", FORECAST_SIGNATURE, {"window": history[None, :]}, *selector
                 )
                 new = _output(response, "forecast", 1).reshape(-1)[:1]
             new = new.astype(np.float32)
@@ -241,10 +299,13 @@ class TFServingProtocol:
             ref = _model_ref(response, "cosine")
         return Forecast(tuple(values), ref)
 
-    def translate(self, sentences: Sequence[str]) -> Op[list[Translation]]:
+    def translate(
+        self, sentences: Sequence[str], version: int | None, label: str | None
+    ) -> Op[list[Translation]]:
         sources = _inputs.texts(sentences, "sentences")
+        version, label = _inputs.version_or_label(version, label)
         response = yield from self._predict(
-            "translator", TRANSLATE_SIGNATURE, {"sentences": sources}
+            "translator", TRANSLATE_SIGNATURE, {"sentences": sources}, version, label
         )
         texts = _output(response, "translation", len(sources))
         model = _model_ref(response, "translator")
@@ -254,36 +315,46 @@ class TFServingProtocol:
         ]
 
     def predict(
-        self, model: str, inputs: Mapping[str, Any], signature: str | None, version: int | None
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        signature: str | None,
+        version: int | None,
+        label: str | None,
     ) -> Op[dict[str, np.ndarray]]:
         items = _inputs.inputs(inputs)
-        response = yield from self._predict(model, signature or "", items, _inputs.version(version))
+        version, label = _inputs.version_or_label(version, label)
+        response = yield from self._predict(model, signature or "", items, version, label)
         return {name: to_ndarray(tensor) for name, tensor in response.outputs.items()}
 
-    def metadata(self, model: str, version: int | None) -> Op[ModelInfo]:
+    def metadata(self, model: str, version: int | None, label: str | None) -> Op[ModelInfo]:
+        version, label = _inputs.version_or_label(version, label)
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=model_spec(model, _inputs.version(version)),
+            model_spec=model_spec(model, version, label=label),
             metadata_field=[SIGNATURE_DEF_FIELD],
         )
         response = yield Rpc("GetModelMetadata", request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        if SIGNATURE_DEF_FIELD in response.metadata:
-            if not response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map):
-                raise ServerError("metadata['signature_def'] is not a SignatureDefMap")
-        labels = yield from self.labels(model)
-        spec = response.model_spec
+        packed = response.metadata.get(SIGNATURE_DEF_FIELD)
+        if packed is not None and not packed.Unpack(signature_map):
+            raise ServerError("metadata['signature_def'] is not a SignatureDefMap")
+        labels = yield from self._labels_of(model, response, version, label)
+        answered = _answered_version(response)
         return ModelInfo(
-            name=spec.name or model,
-            version=spec.version.value if spec.HasField("version") else version,
+            name=response.model_spec.name or model,
+            version=answered if answered is not None else version,
             signatures=parse_signatures(signature_map.signature_def),
             labels=labels,
         )
 
-    def status(self, model: str) -> Op[ModelStatus]:
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_spec(model))
+    def status(self, model: str, version: int | None, label: str | None) -> Op[ModelStatus]:
+        version, label = _inputs.version_or_label(version, label)
+        request = get_model_status_pb2.GetModelStatusRequest(
+            model_spec=model_spec(model, version, label=label)
+        )
         response = yield Rpc("GetModelStatus", request)
         state = get_model_status_pb2.ModelVersionStatus.State
-        versions = tuple(
+        versions = (
             VersionStatus(
                 version=v.version,
                 state=state.Name(v.state) if v.state in state.values() else str(v.state),
@@ -292,7 +363,15 @@ class TFServingProtocol:
             )
             for v in response.model_version_status
         )
-        return ModelStatus(model, versions)
+        return ModelStatus(model, tuple(sorted(versions, key=lambda v: v.version)))
+
+    def reload_config(self, models: Any) -> Op[None]:
+        request = reload_config_request(models)
+        response = yield Rpc("HandleReloadConfigRequest", request)
+        # TF Serving answers a refused config with OK and the error in `status`.
+        if response.status.error_code != 0:
+            name = _code_name(response.status.error_code)
+            raise from_grpc_code(name, response.status.error_message)
 
     def health(self) -> Op[bool]:
         return (yield from self._check(""))

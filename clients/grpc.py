@@ -19,6 +19,10 @@ Typical usage::
         print(result.index, result.label, result.probability)
         outputs = client.predict("imdb", {"text": ["a fine film"]}, signature="predict_text")
         print(outputs["probabilities"])
+        # Versions: pin one, or ask a label; move the label (TF Serving's model config).
+        print(client.sentiment(["a fine film"], label="canary")[0].model.version)
+        client.reload_config({"imdb": {"versions": [1, 2], "labels": {"stable": 1, "canary": 2}}})
+        print(client.status("imdb").versions)
 
     # TLS with a private CA, and asyncio
     from clients.grpc import AsyncClient
@@ -45,7 +49,7 @@ from tfserving_api._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-__all__ = ["AsyncClient", "Client", "DEFAULT_TARGET"]
+__all__ = ["DEFAULT_TARGET", "AsyncClient", "Client"]
 
 DEFAULT_TARGET = "localhost:8500"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default is one cifar batch of ~100
@@ -87,10 +91,12 @@ def _channel_options(
 
 def _stub_methods(channel: Any) -> dict[str, Any]:
     prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
     return {
         "Predict": prediction.Predict,
         "GetModelMetadata": prediction.GetModelMetadata,
-        "GetModelStatus": model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus,
+        "GetModelStatus": models.GetModelStatus,
+        "HandleReloadConfigRequest": models.HandleReloadConfigRequest,
         "Check": health_pb2_grpc.HealthStub(channel).Check,
     }
 

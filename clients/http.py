@@ -15,6 +15,8 @@ Typical usage::
             print(result.label, round(result.probability, 3))
         outputs = client.predict("cosine", {"window": [[0.1] * 10]}, signature="forecast")
         print(outputs["forecast"])
+        [pinned] = client.sentiment(["Dull."], version=2)  # or label="stable"
+        print(pinned.model.version)
 
     # asyncio
     from clients.http import AsyncClient
@@ -41,7 +43,7 @@ from clients.retry import (
     call_with_retries_async,
 )
 
-__all__ = ["AsyncClient", "Client", "DEFAULT_URL"]
+__all__ = ["DEFAULT_URL", "AsyncClient", "Client"]
 
 DEFAULT_URL = "http://localhost:3000"
 T = TypeVar("T")

@@ -26,7 +26,8 @@ from tfserving_api.contract import SENTIMENT_LABELS
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Which model answered: name, version and (HTTP only) training variant."""
+    """Which model answered: name, the version that answered (whatever `version=` or
+    `label=` asked), and (HTTP only) training variant."""
 
     name: str
     version: int | None = None
@@ -132,7 +133,8 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class VersionStatus:
-    """State of one loaded model version, as TF Serving reports it."""
+    """State of one model version, as TF Serving reports it; a version that failed to
+    load is ``END`` with the failure in `error_code` / `error_message`."""
 
     version: int
     state: str  # UNKNOWN, START, LOADING, AVAILABLE, UNLOADING, END
@@ -142,7 +144,8 @@ class VersionStatus:
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """What `status(model)` returns."""
+    """What `status(model)` returns: every version the server knows of (loading,
+    serving, unloading, unloaded or failed), in ascending version order."""
 
     name: str
     versions: tuple[VersionStatus, ...]

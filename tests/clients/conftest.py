@@ -22,6 +22,7 @@ from tfserving_api._proto.tensorflow.core.protobuf import meta_graph_pb2
 from tfserving_api._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -45,6 +46,11 @@ SIGNATURES = {  # model -> signature -> (inputs, outputs) as {name: (dtype, shap
         ),
     },
 }
+
+
+# Version labels every fake model has; a request naming neither a version nor a label is
+# answered by version 1.
+VERSION_LABELS = {"stable": 1, "canary": 2}
 
 
 def toy_text_probabilities(texts: list[str], classes: int) -> np.ndarray:
@@ -78,7 +84,8 @@ class FakeTFServing(
     health_pb2_grpc.HealthServicer,
 ):
     """The toy models behind TF Serving's gRPC API. `fail_with` queues status codes to
-    abort the next calls with; `calls` records (method, request)."""
+    abort the next calls with; `calls` records (method, request); `versions` is what
+    GetModelStatus reports, as (version, state name, error code, error message)."""
 
     def __init__(self) -> None:
         self.fail_with: list[grpc.StatusCode] = []
@@ -86,6 +93,8 @@ class FakeTFServing(
         self.serve_labels = True
         self.serving = True
         self.delay = 0.0  # seconds to stall each call, to test deadlines
+        self.versions: list[tuple[int, str, int, str]] = [(1, "AVAILABLE", 0, "")]
+        self.reload_error: tuple[int, str] = (0, "")  # HandleReloadConfigRequest's status
 
     def _enter(self, method: str, request: object, context: grpc.ServicerContext) -> None:
         self.calls.append((method, request))
@@ -128,7 +137,7 @@ class FakeTFServing(
             )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = name
-        response.model_spec.version.value = spec.version.value if spec.HasField("version") else 1
+        response.model_spec.version.value = answering_version(spec, context)
         response.model_spec.signature_name = signature
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(to_tensor_proto(value))
@@ -141,7 +150,7 @@ class FakeTFServing(
             context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} not found")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = name
-        response.model_spec.version.value = 1
+        response.model_spec.version.value = answering_version(request.model_spec, context)
         for field in request.metadata_field:
             if field == "signature_def":
                 response.metadata[field].Pack(signature_def_map(name))
@@ -154,8 +163,16 @@ class FakeTFServing(
     def GetModelStatus(self, request, context):
         self._enter("GetModelStatus", request, context)
         response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add(version=1)
-        status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        for version, state, code, message in self.versions:
+            status = response.model_version_status.add(version=version)
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            status.status.error_code, status.status.error_message = code, message
+        return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        self._enter("HandleReloadConfigRequest", request, context)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code, response.status.error_message = self.reload_error
         return response
 
     def Check(self, request, context):
@@ -168,6 +185,17 @@ class FakeTFServing(
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         return health_pb2.HealthCheckResponse(status=status)
+
+
+def answering_version(spec, context: grpc.ServicerContext) -> int:
+    """The version a ModelSpec asks for: its version, its label's, or 1."""
+    if spec.HasField("version"):
+        return spec.version.value
+    if spec.version_label:
+        if spec.version_label not in VERSION_LABELS:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown label {spec.version_label!r}")
+        return VERSION_LABELS[spec.version_label]
+    return 1
 
 
 def signature_def_map(model: str) -> get_model_metadata_pb2.SignatureDefMap:
@@ -210,14 +238,19 @@ def fake_tfs(grpc_server) -> Iterator[tuple[FakeTFServing, str]]:
     servicer.serve_labels = True
     servicer.serving = True
     servicer.delay = 0.0
+    servicer.versions = [(1, "AVAILABLE", 0, "")]
+    servicer.reload_error = (0, "")
     yield servicer, target
 
 
 # ---- HTTP -----------------------------------------------------------------------------
 
 
-def _model(name: str) -> dict:
-    return {"name": name, "version": 1}
+def _model(name: str, body: dict) -> dict:
+    """The friendly endpoints' `model`: the version the body's version or label asks."""
+    label = body.get("label")
+    version = body.get("version") or VERSION_LABELS.get(label, 1)
+    return {"name": name, "version": version}
 
 
 def _scores(probabilities: np.ndarray, labels: list[str], k: int, key: str) -> list[dict]:
@@ -231,11 +264,13 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
     """The toy models behind the service's HTTP API (docs/contracts.md)."""
     path = request.url.path
     body = json.loads(request.content) if request.content else {}
+    if body.get("label") not in (None, *VERSION_LABELS):
+        return httpx.Response(404, json={"error": f"unknown label {body['label']!r}"})
     if path == "/reuters/classify":
         probabilities = toy_text_probabilities(body["texts"], 4)
         k = body.get("top_k", 3)
         results = [{"topics": _scores(p, LABELS["reuters"], k, "topic")} for p in probabilities]
-        return httpx.Response(200, json={"results": results, "model": _model("reuters")})
+        return httpx.Response(200, json={"results": results, "model": _model("reuters", body)})
     if path == "/imdb/sentiment":
         results = []
         for p in toy_text_probabilities(body["texts"], 2):
@@ -247,7 +282,7 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
                     "positive_probability": float(p[1]),
                 }
             )
-        return httpx.Response(200, json={"results": results, "model": _model("imdb")})
+        return httpx.Response(200, json={"results": results, "model": _model("imdb", body)})
     if path in ("/cifar/classify", "/mnist/classify"):
         model = path.split("/")[1]
         images = np.array(body["images"])
@@ -256,20 +291,20 @@ def fake_http_handler(request: httpx.Request) -> httpx.Response:
         for p in toy_image_probabilities(scaled):
             top = _scores(p, LABELS[model], body.get("top_k", 1), "label")
             results.append({**top[0], "top": top})
-        return httpx.Response(200, json={"results": results, "model": _model(model)})
+        return httpx.Response(200, json={"results": results, "model": _model(model, body)})
     if path == "/cosine/forecast":
         window = np.array(body["window"], np.float32)
         values = []
         for _ in range(body.get("horizon", 1)):
             values.append(float(toy_forecast(window[None])[0]))
             window = np.append(window[1:], np.float32(values[-1]))
-        return httpx.Response(200, json={"forecast": values, "model": _model("cosine")})
+        return httpx.Response(200, json={"forecast": values, "model": _model("cosine", body)})
     if path == "/translate":
         return httpx.Response(
             200,
             json={
                 "translations": [toy_translate(s) for s in body["sentences"]],
-                "model": _model("translator"),
+                "model": _model("translator", body),
             },
         )
     if path == "/v1/models/cosine/metadata":

@@ -39,7 +39,7 @@ from clients.types import (
 TRANSPORTS = ["http", "http-async", "grpc", "grpc-async"]
 PUBLIC = [
     "classify_topic", "sentiment", "classify_image", "forecast", "translate",
-    "predict", "metadata", "status", "health", "ready",
+    "predict", "metadata", "status", "reload_config", "health", "ready",
 ]  # fmt: skip
 
 
@@ -188,6 +188,25 @@ def test_health_and_ready(call) -> None:
     assert call("ready") is True
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "answered"),
+    [({}, 1), ({"version": 3}, 3), ({"label": "stable"}, 1), ({"label": "canary"}, 2)],
+    ids=["latest", "version", "stable", "canary"],
+)
+def test_results_name_the_version_that_answered(call, kwargs, answered) -> None:
+    [sentiment] = call("sentiment", ["a fine film"], **kwargs)
+    [image] = call("classify_image", np.zeros((1, 28, 28), np.uint8), model="mnist", **kwargs)
+    forecast = call("forecast", [0.0] * 10, horizon=2, **kwargs)
+    assert sentiment.model == ModelRef("imdb", answered)
+    assert image.model == ModelRef("mnist", answered)
+    assert forecast.model == ModelRef("cosine", answered)
+
+
+def test_unknown_label_is_model_not_found(call) -> None:
+    with pytest.raises(ModelNotFound, match="label"):
+        call("translate", ["the cat"], label="nightly")
+
+
 def test_unknown_model_is_model_not_found(call) -> None:
     with pytest.raises(ModelNotFound):
         call("predict", "no-such-model", {"x": np.zeros((1,), np.float32)})
@@ -211,6 +230,7 @@ def test_unknown_model_is_model_not_found(call) -> None:
         # The shared codec's TensorError reaches the caller as the client's InvalidInput.
         ("predict", ("cosine", {"x": np.zeros(2, "datetime64[s]")}), {}, "unsupported dtype"),
         ("metadata", ("cosine",), {"version": -1}, "version"),
+        ("sentiment", (["x"],), {"version": 1, "label": "stable"}, "not both"),
     ],
 )
 def test_bad_input_fails_before_sending(call, fake_tfs, method, args, kwargs, message) -> None:
