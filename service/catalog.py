@@ -135,6 +135,67 @@ class ModelInfo:
         return {"name": self.name, "version": self.version, "variant": self.variant}
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version of a model as the store holds it."""
+
+    info: ModelInfo
+    path: str
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+
+Stored = dict[str, dict[int, StoredVersion]]
+_INFO_CACHE: dict[tuple[str, str], ModelInfo] = {}
+_WARNED: set[tuple[str, str]] = set()
+
+
+def stored_versions(names: tuple[str, ...] = ()) -> Stored:
+    """Every servable version in the store, by model name and integer version.
+
+    A version is its export's ``metadata.json`` ``version`` (BentoML's tag suffix is
+    random). Entries without a usable ``metadata.json`` are skipped; when two entries claim
+    one version, the newer wins.
+
+    Args:
+        names: models to look at; empty means all.
+    """
+    import bentoml
+
+    found: dict[str, dict[int, tuple[Any, StoredVersion]]] = {}
+    for model in bentoml.models.list():
+        name = model.tag.name
+        if names and name not in names:
+            continue
+        key = (str(model.tag), str(model.path))
+        info = _INFO_CACHE.get(key)
+        if info is None:
+            try:
+                info = _INFO_CACHE[key] = ModelInfo.from_path(name, str(model.tag), model.path)
+            except ValueError as exc:  # tried again at the next look, warned about once
+                if key not in _WARNED:
+                    _WARNED.add(key)
+                    logger.warning("not serving %s: %s", model.tag, exc)
+                continue
+        created = model.info.creation_time
+        previous = found.setdefault(name, {}).get(info.version)
+        if previous is not None and (previous[1].info.tag, info.tag) not in _WARNED:
+            _WARNED.add((previous[1].info.tag, info.tag))
+            logger.warning(
+                "%s and %s both claim version %d of %s; serving the newer",
+                previous[1].info.tag,
+                info.tag,
+                info.version,
+                name,
+            )
+        if previous is not None and previous[0] >= created:
+            continue
+        found[name][info.version] = (created, StoredVersion(info, str(model.path)))
+    return {name: {v: entry[1] for v, entry in versions.items()} for name, versions in found.items()}
+
+
 def _specs(raw: dict[str, dict[str, Any]]) -> dict[str, TensorSpec]:
     return {
         key: TensorSpec(name=key, dtype=str(spec["dtype"]), shape=tuple(spec["shape"]))

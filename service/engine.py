@@ -19,29 +19,34 @@ Typical usage::
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from service.batcher import Batcher, BatchObserver
-from service.catalog import ModelInfo
+from service.catalog import ModelInfo, Stored
 from service.config import ServingSettings, bucket_for
-from service.errors import ModelNotFound, NotReady
+from service.errors import InvalidInput, ModelNotFound, NotReady
 from service.metrics import (
     BATCH_SIZE,
+    CONFIG_ERRORS,
     EXECUTION,
+    LOAD_FAILURES,
     PADDED_BATCH_SIZE,
     QUEUE_DEPTH,
     QUEUE_WAIT,
     REFUSED,
 )
+from service.model_versions import ModelVersions
+from service.versions import ConfigError, ServingConfig, load_model_config
 
 logger = logging.getLogger("bentoml.keras_serving.engine")
 
@@ -170,6 +175,7 @@ class ServedModel:
             logger.exception("loading %s from %s failed", self.info.tag, self.path)
             self.error = f"{type(exc).__name__}: {exc}"
             self.state = State.END
+            LOAD_FAILURES.labels(model=self.info.name).inc()
 
     def _batcher(self, signature: str) -> Batcher:
         batcher = self._batchers.get(signature)
@@ -222,43 +228,143 @@ class ServedModel:
 
 
 class Engine:
-    """Every model served by this worker."""
+    """Every model served by this worker, each with its versions (:mod:`service.model_versions`).
+
+    Args:
+        settings: the worker's settings (``poll_s``, ``model_config``, ...).
+        source: what the store holds now (``{name: {version: StoredVersion}}``); called off
+            the event loop at start and every ``poll_s`` seconds.
+        names: the models to serve (fixed for the worker's life).
+        config: the model config to start with (policy and labels).
+    """
 
     def __init__(
-        self, models: Mapping[str, tuple[ModelInfo, str]], settings: ServingSettings
+        self,
+        settings: ServingSettings,
+        source: t.Callable[[], Stored],
+        names: t.Iterable[str],
+        config: ServingConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.source = source
+        self.config = config or ServingConfig()
         self.models = {
-            name: ServedModel(info, path, settings) for name, (info, path) in models.items()
+            name: ModelVersions(name, lambda stored: ServedModel(stored.info, stored.path, settings))
+            for name in names
         }
+        self._config_stamp: float | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
 
-    def start(self) -> list[Future[None]]:
-        """Starts loading every model, each on its own thread."""
-        return [model.start() for model in self.models.values()]
+    def start(self) -> None:
+        """Reads the store and starts loading what the config wants, in the background.
+        Call it on the event loop (the service's ``__init__`` runs there).
+
+        Raises:
+            InvalidInput: the config names a model or version that does not exist.
+        """
+        stored = self.source()
+        self._check(self.config, stored)
+        self._apply(self.config, stored)
+        if self.settings.poll_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def _check(self, config: ServingConfig, stored: Stored) -> None:
+        for name in config.models:
+            if name not in self.models:
+                raise InvalidInput(
+                    f"models.{name}: not a served model (served: {', '.join(sorted(self.models))})"
+                )
+        for name, versions in self.models.items():
+            versions.check(config.for_model(name), stored.get(name, {}))
+
+    def _apply(self, config: ServingConfig, stored: Stored) -> None:
+        self.config = config
+        for name, versions in self.models.items():
+            versions.update(stored.get(name, {}), config.for_model(name))
+
+    def _read_config_file(self) -> ServingConfig | None:
+        """The config file, when it changed since the last read (None otherwise)."""
+        path = self.settings.model_config
+        if not path:
+            return None
+        stamp = os.stat(path).st_mtime_ns
+        if stamp == self._config_stamp:
+            return None
+        config = load_model_config(path)
+        self._config_stamp = stamp
+        return config
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except (ConfigError, InvalidInput, OSError) as exc:
+                CONFIG_ERRORS.inc()
+                logger.error("model config not applied, keeping the current one: %s", exc)
+            except Exception:
+                logger.exception("looking at the model store failed; trying again later")
+
+    async def poll(self) -> None:
+        """One look at the store and the config file; applies what changed."""
+        stored = await asyncio.to_thread(self.source)
+        config = await asyncio.to_thread(self._read_config_file) or self.config
+        self._check(config, stored)
+        self._apply(config, stored)
+
+    async def reload(self, config: ServingConfig, timeout_s: float = 300.0) -> None:
+        """Applies ``config`` now (TF Serving's ``HandleReloadConfigRequest``) and returns
+        once every version it wants has loaded or failed.
+
+        Raises:
+            InvalidInput: a model or version the config names does not exist.
+            TimeoutError: loading took longer than ``timeout_s``.
+        """
+        stored = await asyncio.to_thread(self.source)
+        self._check(config, stored)
+        self._apply(config, stored)
+        deadline = time.monotonic() + timeout_s
+        while not self.settled():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the new config's versions did not load in {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
+
+    def settled(self) -> bool:
+        """No version the config wants is still loading."""
+        return all(
+            versions.versions[v].state not in (State.START, State.LOADING)
+            for versions in self.models.values()
+            for v in versions.desired()
+            if v in versions.versions
+        )
 
     @property
     def ready(self) -> bool:
-        """Every model is loaded and warmed up."""
-        return all(model.ready for model in self.models.values())
+        """Every model answers requests that name no version."""
+        return bool(self.models) and all(model.ready for model in self.models.values())
 
-    def model(self, name: str, version: str | int | None = None) -> ServedModel:
-        """The served model ``name`` (at ``version``, when given).
+    def model(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> ServedModel:
+        """The version of ``name`` that answers (``version``, ``label`` or the default).
 
         Raises:
-            ModelNotFound: not served, or not at that version.
+            ModelNotFound: not served, or no such version or label.
+            NotReady: that version is loading, failed or unloading.
+            InvalidInput: both a version and a label.
         """
         model = self.models.get(name)
         if model is None:
             served = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"model '{name}' is not served (served: {served})")
-        if version is not None and str(version) != str(model.info.version):
-            raise ModelNotFound(
-                f"version {version} of model '{name}' is not served "
-                f"(serving version {model.info.version})"
-            )
-        return model
+        return model.get(version, label)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         for model in self.models.values():
             await model.close()
 

@@ -291,6 +291,7 @@ async def serve(server: t.Any) -> GrpcServer | None:
             max_bytes=server.settings.max_body_bytes,
             max_text_chars=server.settings.max_text_chars,
         ),
+        reload=server.engine.reload,
     )
     grpc_server = GrpcServer(models, settings, server.ready)
     await grpc_server.start()

@@ -27,17 +27,22 @@ import grpc
 from service import grpc_codec as codec
 from service.engine import ServedModel, request_deadline
 from service.errors import (
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
     PayloadTooLarge,
     ServingError,
+    Unsupported,
     log_refusal,
 )
 from service.metrics import track
+from service.model_versions import ModelVersions
+from service.versions import ConfigError, ServingConfig, config_from_proto
 from tfserving_api._proto.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -47,7 +52,9 @@ from tfserving_api._proto.tensorflow_serving.apis import (
 
 logger = logging.getLogger("bentoml.keras_serving.grpc")
 
-Resolver = t.Callable[[str, "str | int | None"], ServedModel]
+Reloader = t.Callable[[ServingConfig], t.Awaitable[None]]
+# (name, version, label) -> the version that answers (ModelServer.model).
+Resolver = t.Callable[[str, "int | None", "str | None"], ServedModel]
 
 
 def status_code(error: ServingError) -> grpc.StatusCode:
@@ -95,10 +102,15 @@ class Models:
     """What the servicers share: model lookup and the request caps."""
 
     def __init__(
-        self, models: t.Mapping[str, ServedModel], resolve: Resolver, limits: codec.Limits
+        self,
+        models: t.Mapping[str, ModelVersions],
+        resolve: Resolver,
+        limits: codec.Limits,
+        reload: Reloader | None = None,
     ) -> None:
         self.models = models
         self.limits = limits
+        self.reload = reload  # HandleReloadConfigRequest (None: refused, UNIMPLEMENTED)
         self._resolve = resolve
 
     def metric_name(self, name: str) -> str:
@@ -118,13 +130,18 @@ class Models:
         """
         if not spec.name:
             raise InvalidInput("model_spec.name: required")
-        if spec.WhichOneof("version_choice") == "version_label":
-            raise ModelNotFound(
-                f"model_spec.version_label: model '{spec.name}' has no version label '{spec.version_label}' "
-                "(labels are not used; leave the version empty for the served one)"
-            )
-        version = spec.version.value if spec.HasField("version") else None
-        return self._resolve(spec.name, version)
+        choice = spec.WhichOneof("version_choice")
+        try:
+            if choice == "version_label":
+                return self._resolve(spec.name, None, spec.version_label)
+            return self._resolve(spec.name, spec.version.value if choice else None, None)
+        except ServingError as exc:  # name the proto field the client set
+            field, _, rest = exc.message.partition(":")
+            if choice and field in ("version", "label"):
+                exc.message = (
+                    f"model_spec.{'version' if field == 'version' else 'version_label'}:{rest}"
+                )
+            raise
 
     def check_size(self, request: t.Any) -> None:
         size = request.ByteSize()
@@ -224,7 +241,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """``tensorflow.serving.ModelService/GetModelStatus``: the served version and its state."""
+    """``tensorflow.serving.ModelService``: every version's state, and config reloads."""
 
     def __init__(self, models: Models) -> None:
         self.models = models
@@ -233,13 +250,45 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        model = self.models.get(request.model_spec)
+        spec = request.model_spec
+        if not spec.name:
+            raise InvalidInput("model_spec.name: required")
+        versions = self.models.models.get(spec.name)
+        if versions is None:
+            self.models.get(spec)  # ModelNotFound naming the served models
+        rows = versions.status()
+        if spec.WhichOneof("version_choice") is not None:
+            wanted = (
+                self.models.get(spec).info.version if spec.version_label else spec.version.value
+            )
+            rows = [row for row in rows if row[0] == wanted]
+            if not rows:
+                raise ModelNotFound(
+                    f"model_spec.version: model '{spec.name}' has no version {wanted}"
+                )
         states = get_model_status_pb2.ModelVersionStatus
         response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add(
-            version=model.info.version, state=getattr(states, model.state.value)
-        )  # status: error_code OK (0), empty message, unless loading failed
-        if model.error:
-            status.status.error_code = 2  # tensorflow.error.Code UNKNOWN, as TF Serving reports
-            status.status.error_message = model.error
+        for version, state, error in rows:
+            status = response.model_version_status.add(
+                version=version, state=getattr(states, state)
+            )  # status: error_code OK (0), empty message, unless loading failed
+            if error:
+                status.status.error_code = 2  # tensorflow.error.Code UNKNOWN, as TF Serving
+                status.status.error_message = error
         return response
+
+    @_rpc
+    async def HandleReloadConfigRequest(
+        self, request: t.Any, context: grpc.aio.ServicerContext
+    ) -> model_management_pb2.ReloadConfigResponse:
+        if self.models.reload is None:
+            raise Unsupported("HandleReloadConfigRequest: config reloads are off here")
+        try:
+            config = config_from_proto(request.config)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from None
+        try:
+            await self.models.reload(config)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"config: {exc}") from None
+        return model_management_pb2.ReloadConfigResponse()

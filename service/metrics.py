@@ -72,6 +72,16 @@ REFUSED = Counter(
     ["model", "reason"],
 )
 
+LOAD_FAILURES = Counter(
+    "keras_serving_model_load_failures_total",
+    "Model versions that failed to load or warm up (the version before keeps serving).",
+    ["model"],
+)
+CONFIG_ERRORS = Counter(
+    "keras_serving_model_config_errors_total",
+    "Model configs (SERVICE_MODEL_CONFIG) that could not be applied; the previous one stays.",
+)
+
 
 @contextlib.contextmanager
 def track(model: str, door: str) -> Iterator[None]:

@@ -38,6 +38,13 @@ class RequestModel(IODescriptor):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     # Fields that may arrive as uploaded files in a multipart/form-data request.
     file_fields: ClassVar[tuple[str, ...]] = ()
+    # Every endpoint can address one version of its model; none = the default version.
+    version: int | None = Field(
+        None, ge=0, description="Answer with this version of the model (default: the latest)."
+    )
+    label: str | None = Field(
+        None, min_length=1, description="Answer with the version this label names (e.g. stable)."
+    )
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> RequestModel:

@@ -19,19 +19,28 @@ from __future__ import annotations
 import gc
 import os
 import typing as t
+from dataclasses import replace
 from pathlib import Path
 
 import bentoml
 from pydantic import BaseModel
 
 from service import endpoints
-from service.catalog import ModelInfo, bento_tags, latest_tags
+from service.catalog import (
+    ModelInfo,
+    Stored,
+    StoredVersion,
+    bento_tags,
+    latest_tags,
+    stored_versions,
+)
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, ServedModel
 from service.errors import ServingError, error_response, log_refusal
 from service.http_router import FastRoutes
 from service.lifecycle import PeerReadiness
 from service.metrics import track
+from service.model_versions import ModelVersions
 from service.schemas import (
     ForecastRequest,
     ForecastResponse,
@@ -44,6 +53,7 @@ from service.schemas import (
     TranslateRequest,
     TranslateResponse,
 )
+from service.versions import ServingConfig, load_model_config
 
 SETTINGS = ServingSettings.from_env()
 # One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
@@ -58,6 +68,19 @@ MODELS: dict[str, ModelInfo] = {
     name: ModelInfo.from_path(name, tag, bentoml.models.get(tag).path)
     for name, tag in (TAGS or latest_tags(SETTINGS.models)).items()
 }
+
+
+def packaged_versions() -> Stored:
+    """A built Bento serves what it packaged: those versions only, never re-read."""
+    return {
+        name: {info.version: StoredVersion(info, str(bentoml.models.get(info.tag).path))}
+        for name, info in MODELS.items()
+    }
+
+
+def store_versions() -> Stored:
+    """What the BentoML store holds now, for the models this server serves."""
+    return stored_versions(tuple(MODELS))
 
 
 def model_attribute(name: str) -> str:
@@ -94,8 +117,13 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        paths = {name: getattr(self, model_attribute(name)).path for name in MODELS}
-        self.engine = Engine({name: (info, paths[name]) for name, info in MODELS.items()}, SETTINGS)
+        config = (
+            load_model_config(SETTINGS.model_config) if SETTINGS.model_config else ServingConfig()
+        )
+        if TAGS:  # inside a Bento: the packaged versions, no store to watch
+            self.engine = Engine(replace(SETTINGS, poll_s=0), packaged_versions, MODELS, config)
+        else:
+            self.engine = Engine(SETTINGS, store_versions, MODELS, config)
         self.engine.start()  # loads and warms up in the background; see ready()
         self.peers = PeerReadiness(
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
@@ -103,16 +131,19 @@ class ModelServer:
         self.stopping = False
 
     @property
-    def models(self) -> dict[str, ServedModel]:
+    def models(self) -> dict[str, ModelVersions]:
         return self.engine.models
 
-    def model(self, name: str, version: str | int | None = None) -> ServedModel:
-        """The served model ``name`` (at ``version``, when given).
+    def model(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> ServedModel:
+        """The version of ``name`` that answers: ``version``, ``label`` or the default.
 
         Raises:
-            ModelNotFound: not served, or not at that version.
+            ModelNotFound: not served, or no such version or label.
+            NotReady: that version is loading, failed or unloading.
         """
-        return self.engine.model(name, version)
+        return self.engine.model(name, version, label)
 
     def ready(self) -> bool:
         """Every model of every worker is loaded and warmed up (``/readyz``, gRPC health)."""
@@ -149,55 +180,113 @@ class ModelServer:
         name: str,
         handler: t.Callable[..., t.Awaitable[dict]],
         response: type[BaseModel],
+        version: int | None,
+        label: str | None,
         **fields: t.Any,
     ) -> t.Any:
         try:
             with track(name, "rest"):
+                model = self.model(name, version, label)
                 return response.model_validate(
-                    await handler(self.model(name), settings=self.settings, **fields)
+                    await handler(model, settings=self.settings, **fields)
                 )
         except ServingError as exc:
             log_refusal(exc, "rest", name)
             return error_response(exc)
 
     @bentoml.api(route="/reuters/classify", input_spec=TopicsRequest)
-    async def reuters_classify(self, texts: list[str], top_k: int = 3) -> TopicsResponse:
+    async def reuters_classify(
+        self, texts: list[str], top_k: int = 3, version: int | None = None, label: str | None = None
+    ) -> TopicsResponse:
         """The most likely Reuters topics of each newswire text."""
         return await self._answer(
-            "reuters", endpoints.classify_topics, TopicsResponse, texts=texts, top_k=top_k
+            "reuters",
+            endpoints.classify_topics,
+            TopicsResponse,
+            version,
+            label,
+            texts=texts,
+            top_k=top_k,
         )
 
     @bentoml.api(route="/imdb/sentiment", input_spec=SentimentRequest)
-    async def imdb_sentiment(self, texts: list[str]) -> SentimentResponse:
+    async def imdb_sentiment(
+        self, texts: list[str], version: int | None = None, label: str | None = None
+    ) -> SentimentResponse:
         """Positive or negative, for each movie review."""
-        return await self._answer("imdb", endpoints.sentiment, SentimentResponse, texts=texts)
+        return await self._answer(
+            "imdb", endpoints.sentiment, SentimentResponse, version, label, texts=texts
+        )
 
     @bentoml.api(route="/cifar/classify", input_spec=ImagesRequest)
-    async def cifar_classify(self, images: list[t.Any], top_k: int = 1) -> ImagesResponse:
+    async def cifar_classify(
+        self,
+        images: list[t.Any],
+        top_k: int = 1,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> ImagesResponse:
         """CIFAR-10 class of each image (nested arrays, base64 or uploaded PNG/JPEG)."""
         return await self._answer(
-            "cifar", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k
+            "cifar",
+            endpoints.classify_images,
+            ImagesResponse,
+            version,
+            label,
+            images=images,
+            top_k=top_k,
         )
 
     @bentoml.api(route="/mnist/classify", input_spec=ImagesRequest)
-    async def mnist_classify(self, images: list[t.Any], top_k: int = 1) -> ImagesResponse:
+    async def mnist_classify(
+        self,
+        images: list[t.Any],
+        top_k: int = 1,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> ImagesResponse:
         """Handwritten digit of each image (nested arrays, base64 or uploaded PNG/JPEG)."""
         return await self._answer(
-            "mnist", endpoints.classify_images, ImagesResponse, images=images, top_k=top_k
+            "mnist",
+            endpoints.classify_images,
+            ImagesResponse,
+            version,
+            label,
+            images=images,
+            top_k=top_k,
         )
 
     @bentoml.api(route="/cosine/forecast", input_spec=ForecastRequest)
-    async def cosine_forecast(self, window: list[float], horizon: int = 1) -> ForecastResponse:
+    async def cosine_forecast(
+        self,
+        window: list[float],
+        horizon: int = 1,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> ForecastResponse:
         """The next ``horizon`` values of the series (recursive one-step forecasts)."""
         return await self._answer(
-            "cosine", endpoints.forecast, ForecastResponse, window=window, horizon=horizon
+            "cosine",
+            endpoints.forecast,
+            ForecastResponse,
+            version,
+            label,
+            window=window,
+            horizon=horizon,
         )
 
     @bentoml.api(route="/translate", input_spec=TranslateRequest)
-    async def translate(self, sentences: list[str]) -> TranslateResponse:
+    async def translate(
+        self, sentences: list[str], version: int | None = None, label: str | None = None
+    ) -> TranslateResponse:
         """English -> German translation of each sentence."""
         return await self._answer(
-            "translator", endpoints.translate, TranslateResponse, sentences=sentences
+            "translator",
+            endpoints.translate,
+            TranslateResponse,
+            version,
+            label,
+            sentences=sentences,
         )
 
 

@@ -2,9 +2,9 @@
 
 Implements, with TF Serving's JSON shapes and its ``{"error": "..."}`` error body:
 
-* ``GET  /v1/models/{name}[/versions/{n}]``: model status;
-* ``GET  /v1/models/{name}[/versions/{n}]/metadata``: signature defs;
-* ``POST /v1/models/{name}[/versions/{n}]:predict``: row (``instances``) or columnar
+* ``GET  /v1/models/{name}[/versions/{n}|/labels/{label}]``: every version's state;
+* ``GET  /v1/models/{name}[/versions/{n}|/labels/{label}]/metadata``: signature defs;
+* ``POST /v1/models/{name}[/versions/{n}|/labels/{label}]:predict``: row (``instances``) or columnar
   (``inputs``) requests, optional ``signature_name``; strings as JSON strings or
   ``{"b64": "..."}``.
 
@@ -42,6 +42,8 @@ from tfserving_api.tensors import DT_NAMES
 logger = logging.getLogger("bentoml.keras_serving.tfserving")
 
 PREDICT_FIELDS = ("signature_name", "instances", "inputs")
+# Every prediction response names the version that answered (TF Serving's JSON has no field).
+VERSION_HEADER = "X-Model-Version"
 _DT = DT_NAMES  # "float32" -> "DT_FLOAT"
 
 
@@ -145,15 +147,20 @@ def format_predict_response(
     return {"outputs": columns}
 
 
-def model_status(info: ModelInfo, ready: bool) -> dict[str, t.Any]:
-    """``GET /v1/models/{name}``: one version, AVAILABLE once loaded and warmed up."""
+def model_status(rows: t.Iterable[tuple[int, str, str | None]]) -> dict[str, t.Any]:
+    """``GET /v1/models/{name}``: every version's state, with the error of a failed load
+    (TF Serving reports those as ``UNKNOWN``)."""
     return {
         "model_version_status": [
             {
-                "version": str(info.version),
-                "state": "AVAILABLE" if ready else "LOADING",
-                "status": {"error_code": "OK", "error_message": ""},
+                "version": str(version),
+                "state": state,
+                "status": {
+                    "error_code": "UNKNOWN" if error else "OK",
+                    "error_message": error or "",
+                },
             }
+            for version, state, error in rows
         ]
     }
 
@@ -211,20 +218,35 @@ def _server() -> t.Any:
     return bentoml.get_current_service()
 
 
-def _version(request: Request) -> str | None:
-    return request.path_params.get("version")
+def _selector(request: Request) -> tuple[str | None, str | None]:
+    """The ``/versions/{n}`` or ``/labels/{label}`` of the path, if any."""
+    return request.path_params.get("version"), request.path_params.get("label")
+
+
+def _model(request: Request) -> t.Any:
+    version, label = _selector(request)
+    if version is not None and not version.isdigit():
+        raise InvalidInput(f"version: '{version}' is not a version number")
+    return _server().model(request.path_params["name"], version, label)
 
 
 @_json_errors
 async def status_view(request: Request) -> JSONResponse:
-    client = _server().model(request.path_params["name"], _version(request))
-    return JSONResponse(model_status(client.info, client.ready))
+    server = _server()
+    name = request.path_params["name"]
+    versions = server.models.get(name)
+    if versions is None:
+        server.model(name)  # ModelNotFound naming the served models
+    rows = versions.status()
+    if _selector(request) != (None, None):
+        wanted = _model(request).info.version
+        rows = [row for row in rows if row[0] == wanted]
+    return JSONResponse(model_status(rows))
 
 
 @_json_errors
 async def metadata_view(request: Request) -> JSONResponse:
-    client = _server().model(request.path_params["name"], _version(request))
-    return JSONResponse(model_metadata(client.info))
+    return JSONResponse(model_metadata(_model(request).info))
 
 
 @_json_errors
@@ -232,32 +254,36 @@ async def predict_view(request: Request) -> JSONResponse:
     server = _server()
     name = request.path_params["name"]
     with track(name if name in server.models else "unknown", "tfserving"):
-        client = server.model(name, _version(request))
+        body = await request.body()
+        client = _model(request)  # after the body: no wait between choosing and queueing
         signature, batch, fmt = parse_predict_request(
-            await request.body(),
-            client.info,
-            server.settings.max_items,
-            server.settings.max_text_chars,
+            body, client.info, server.settings.max_items, server.settings.max_text_chars
         )
         outputs = await client.run(signature.name, batch)
-    return JSONResponse(format_predict_response(outputs, signature, fmt))
+    response = JSONResponse(format_predict_response(outputs, signature, fmt))
+    response.headers[VERSION_HEADER] = str(client.info.version)
+    return response
 
 
 @_json_errors
 async def not_found_view(request: Request) -> JSONResponse:
     raise ModelNotFound(
         f"{request.method} {request.url.path}: no such TF Serving endpoint "
-        "(GET /v1/models/{name}[/versions/{n}][/metadata], POST /v1/models/{name}[/versions/{n}]:predict)"
+        "(GET /v1/models/{name}[/versions/{n}|/labels/{label}][/metadata], "
+        "POST /v1/models/{name}[/versions/{n}|/labels/{label}]:predict)"
     )
 
 
-# Served by service/http_router.py ahead of BentoML's own routes.
+# Served by service/http_router.py ahead of BentoML's own routes: every route with no
+# version, /versions/{n} and /labels/{label}, as TF Serving.
+_PREFIXES = (
+    "/v1/models/{name}",
+    "/v1/models/{name}/versions/{version}",
+    "/v1/models/{name}/labels/{label}",
+)
 routes = [
-    Route("/v1/models/{name}:predict", predict_view, methods=["POST"]),
-    Route("/v1/models/{name}/versions/{version}:predict", predict_view, methods=["POST"]),
-    Route("/v1/models/{name}/metadata", metadata_view, methods=["GET"]),
-    Route("/v1/models/{name}/versions/{version}/metadata", metadata_view, methods=["GET"]),
-    Route("/v1/models/{name}/versions/{version}", status_view, methods=["GET"]),
-    Route("/v1/models/{name}", status_view, methods=["GET"]),
+    *(Route(f"{p}:predict", predict_view, methods=["POST"]) for p in _PREFIXES),
+    *(Route(f"{p}/metadata", metadata_view, methods=["GET"]) for p in _PREFIXES),
+    *(Route(p, status_view, methods=["GET"]) for p in _PREFIXES[::-1]),
     Route("/v1/{path:path}", not_found_view, methods=["GET", "POST", "PUT", "DELETE"]),
 ]

@@ -1,43 +1,80 @@
 """The in-process engine: real SavedModels loaded on their own threads, batched calls,
-readiness and load failures; worker settings (workers, one GPU card per worker)."""
+readiness and load failures, versions side by side, labels and hot reload; worker settings (workers, one GPU card per worker)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+import time
+import typing as t
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from service.catalog import ModelInfo
+from service.catalog import ModelInfo, StoredVersion
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, State, request_deadline
-from service.errors import DeadlineExceeded, ModelNotFound, NotReady
+from service.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady
+from service.versions import parse_config
 
-SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1)
+SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1, poll_s=0)
 
 
-def _info(store, name: str) -> tuple[ModelInfo, str]:
-    path = store.export_path(name)
-    return ModelInfo.from_path(name, f"{name}:test", path), str(path)
+def _stored(store, name: str, version: int | None = None, path=None) -> StoredVersion:
+    path = path or store.export_path(name)
+    info = ModelInfo.from_path(name, f"{name}:test", path)
+    if version is not None:
+        info = replace(info, version=version)
+    return StoredVersion(info, str(path))
 
 
 @pytest.fixture(scope="module")
-def engine(trained_store):
-    engine = Engine({"imdb": _info(trained_store, "imdb")}, SETTINGS)
-    assert engine.models["imdb"].state is State.START and not engine.ready
-    for future in engine.start():
-        future.result(timeout=300)
+def run() -> Iterator[Callable[..., t.Any]]:
+    """Runs coroutines on one event loop that lives in a thread (the engine keeps its loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def runner(coroutine, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+    yield runner
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+async def _started(engine: Engine) -> Engine:
+    engine.start()
+    while not engine.settled():
+        await asyncio.sleep(0.05)
     return engine
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def engine(trained_store, run):
+    stored = {"imdb": {1: _stored(trained_store, "imdb", 1)}}
+    engine = Engine(SETTINGS, lambda: stored, ["imdb"])
+    assert not engine.ready
+    return run(_started(engine))
+
+
 def test_ready_once_every_model_is_warm(engine):
-    model = engine.models["imdb"]
+    model = engine.model("imdb")
     assert engine.ready and model.state is State.AVAILABLE
     assert set(model.warm_up_seconds) == {"serving_default", "predict_text"}
 
 
-def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trained_store):
+def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trained_store, run):
     import tensorflow as tf
 
     ids = np.random.default_rng(1).integers(3, 9999, size=(12, 500), dtype=np.int32)
@@ -48,7 +85,7 @@ def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trai
             *(model.run("serving_default", ids[i : i + 1]) for i in range(12))
         )
 
-    results = asyncio.run(main())
+    results = run(main())
     got = np.concatenate([r["probabilities"] for r in results])
     signature = tf.saved_model.load(model.path).signatures["serving_default"]
     expected = signature(token_ids=tf.constant(ids))["probabilities"].numpy()
@@ -56,45 +93,115 @@ def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trai
     assert all(isinstance(r["label"], np.ndarray) for r in results)  # numpy until encoded
 
 
-def test_text_signature_runs_through_its_own_queue(engine):
-    async def main():
-        texts = np.array([b"a wonderful film", b"dull and long"], dtype=object)
-        return await engine.model("imdb").run("predict_text", texts)
-
-    out = asyncio.run(main())
+def test_text_signature_runs_through_its_own_queue(engine, run):
+    texts = np.array([b"a wonderful film", b"dull and long"], dtype=object)
+    out = run(engine.model("imdb").run("predict_text", texts))
     assert out["probabilities"].shape == (2, 2)
 
 
-def test_unknown_model_version_and_signature(engine):
+def test_unknown_model_version_label_and_signature(engine, run):
     with pytest.raises(ModelNotFound, match="not served"):
         engine.model("nope")
-    with pytest.raises(ModelNotFound, match="version 99"):
+    with pytest.raises(ModelNotFound, match="version: model 'imdb' has no version 99"):
         engine.model("imdb", 99)
+    with pytest.raises(ModelNotFound, match="label: model 'imdb' has no version label 'x'"):
+        engine.model("imdb", label="x")
+    with pytest.raises(InvalidInput, match="not both"):
+        engine.model("imdb", 1, "stable")
     with pytest.raises(ModelNotFound, match="no signature 'nope'"):
-        asyncio.run(engine.model("imdb").run("nope", np.zeros((1, 500), np.int32)))
+        run(engine.model("imdb").run("nope", np.zeros((1, 500), np.int32)))
 
 
-def test_expired_request_deadline_never_runs(engine):
+def test_expired_request_deadline_never_runs(engine, run):
     async def main():
         request_deadline.set(0.0)  # long past
         return await engine.model("imdb").run("serving_default", np.zeros((1, 500), np.int32))
 
     with pytest.raises(DeadlineExceeded):
-        asyncio.run(main())
+        run(main())
 
 
-def test_a_model_that_fails_to_load_is_reported_not_ready(trained_store, tmp_path):
-    info, path = _info(trained_store, "cosine")
-    broken = tmp_path / "cosine"
-    shutil.copytree(path, broken)
+def _broken_copy(store, name: str, tmp_path) -> str:
+    broken = tmp_path / f"{name}-broken"
+    shutil.copytree(store.export_path(name), broken)
     (broken / "saved_model.pb").write_bytes(b"truncated")
-    engine = Engine({"cosine": (info, str(broken))}, SETTINGS)
-    engine.start()[0].result(timeout=120)
-    model = engine.models["cosine"]
-    assert model.state is State.END and not engine.ready
-    assert model.error
+    return str(broken)
+
+
+def test_a_model_that_fails_to_load_is_reported_not_ready(trained_store, tmp_path, run):
+    stored = {
+        "cosine": {
+            1: _stored(
+                trained_store, "cosine", path=_broken_copy(trained_store, "cosine", tmp_path)
+            )
+        }
+    }
+    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    [(_, state, error)] = engine.models["cosine"].status()
+    assert state == "END" and error and not engine.ready
     with pytest.raises(NotReady, match="not available"):
-        asyncio.run(model.run("serving_default", np.zeros((1, 10), np.float32)))
+        engine.model("cosine")
+
+
+def test_a_new_version_replaces_the_old_once_warm_and_the_old_unloads(trained_store, run):
+    stored = {"cosine": {1: _stored(trained_store, "cosine", 1)}}
+    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    old = engine.model("cosine")
+    assert old.info.version == 1
+    stored["cosine"][2] = _stored(trained_store, "cosine", 2)
+
+    async def roll() -> list[int]:
+        await engine.poll()
+        answered = []
+        window = np.zeros((1, 10), np.float32)
+        while engine.models["cosine"].versions.get(1) is not None:  # until v1 is unloaded
+            model = engine.model("cosine")
+            await model.run("serving_default", window)  # never fails during the switch
+            answered.append(model.info.version)
+            await asyncio.sleep(0.01)
+        return answered
+
+    answered = run(roll())
+    assert answered[-1] == 2 and sorted(answered) == answered  # 1...1, 2...2: switched once
+    assert old.state is State.END
+    assert [row[:2] for row in engine.models["cosine"].status()] == [(2, "AVAILABLE")]
+
+
+def test_a_broken_new_version_never_replaces_a_working_one(trained_store, tmp_path, run):
+    stored = {"cosine": {1: _stored(trained_store, "cosine", 1)}}
+    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    broken = _broken_copy(trained_store, "cosine", tmp_path)
+    stored["cosine"][2] = _stored(trained_store, "cosine", 2, path=broken)
+    run(engine.poll())
+    run(_until(engine.settled))
+    assert engine.model("cosine").info.version == 1
+    status = engine.models["cosine"].status()
+    assert [row[:2] for row in status] == [(1, "AVAILABLE"), (2, "END")]
+    assert "truncated" in status[1][2] or status[1][2]
+    with pytest.raises(NotReady, match="version 2 of model 'cosine' is END"):
+        engine.model("cosine", 2)
+
+
+def test_all_versions_with_labels_and_a_reload_moving_a_label(trained_store, run):
+    stored = {"cosine": {v: _stored(trained_store, "cosine", v) for v in (1, 2)}}
+    config = parse_config(
+        {"models": {"cosine": {"versions": "all", "labels": {"stable": 1, "canary": 2}}}}
+    )
+    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"], config)))
+    assert engine.model("cosine").info.version == 2  # the default is the latest
+    assert engine.model("cosine", 1).info.version == 1
+    assert engine.model("cosine", label="stable").info.version == 1
+    assert engine.model("cosine", label="canary").info.version == 2
+    moved = parse_config({"models": {"cosine": {"versions": "all", "labels": {"stable": 2}}}})
+    run(engine.reload(moved))
+    assert engine.model("cosine", label="stable").info.version == 2
+    with pytest.raises(ModelNotFound, match="label 'canary'"):
+        engine.model("cosine", label="canary")
+    with pytest.raises(InvalidInput, match="labels.stable: model 'cosine' has no version 7"):
+        run(engine.reload(parse_config({"models": {"cosine": {"labels": {"stable": 7}}}})))
+    with pytest.raises(InvalidInput, match="models.nope: not a served model"):
+        run(engine.reload(parse_config({"models": {"nope": {}}})))
+    assert engine.model("cosine", label="stable").info.version == 2  # unchanged
 
 
 @pytest.mark.parametrize(

@@ -311,14 +311,14 @@ BAD_REQUESTS = [
         "Predict",
         lambda: predict_request("imdb", {"token_ids": _ids()}, version=99),
         Code.NOT_FOUND,
-        "version 99 of model 'imdb' is not served",
+        "model_spec.version: model 'imdb' has no version 99",
     ),
     (
-        "version label",
+        "unknown version label",
         "Predict",
         lambda: _labelled(predict_request("imdb", {"token_ids": _ids()})),
         Code.NOT_FOUND,
-        "version_label",
+        "model_spec.version_label: model 'imdb' has no version label 'stable'",
     ),
     (
         "unknown signature",

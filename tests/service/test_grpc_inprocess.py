@@ -52,6 +52,9 @@ class FakeModel:
     def state(self) -> State:
         return State.AVAILABLE if self.ready else State.LOADING
 
+    def status(self) -> list[tuple[int, str, str | None]]:  # as ModelVersions.status()
+        return [(self.info.version, self.state.value, self.error)]
+
     async def run(self, signature: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
         if not self.ready:
@@ -111,7 +114,7 @@ def start() -> Iterator[Callable[..., Running]]:
     def starter(settings: gs.GrpcSettings | None = None) -> Running:
         model = FakeModel()
 
-        def resolve(name, version):
+        def resolve(name, version, label=None):
             if name != "cosine" or (version is not None and int(version) != COSINE.version):
                 raise errors.ModelNotFound(f"model '{name}' version {version} is not served")
             return model
