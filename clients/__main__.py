@@ -8,9 +8,12 @@ Typical usage::
     python -m clients forecast 0.0 0.31 0.59 0.81 0.95 1.0 0.95 0.81 0.59 0.31 --horizon 5
     python -m clients classify digit.png --model mnist --top-k 3
     python -m clients classify batch.npy --model cifar --json
+    python -m clients sentiment "A wonderful film." --label canary --grpc
 
-Prints one readable line per result (``--json`` for machine-readable output). On a
-failed request it prints ``error: <ErrorType>: <server message>`` to stderr and exits 1.
+Prints one readable line per result (``--json`` for machine-readable output, with the
+model version that answered). Every command takes ``--version N`` or ``--label NAME`` to
+ask a given version of its model (default: the latest). On a failed request it prints
+``error: <ErrorType>: <server message>`` to stderr and exits 1.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     common.add_argument("--retries", type=int, default=3, help="max attempts per request")
     common.add_argument("--json", action="store_true", help="print results as JSON")
+    # Every command addresses a model, so every command takes these.
+    which = common.add_mutually_exclusive_group()
+    which.add_argument(
+        "--version", type=int, metavar="N", help="ask this model version (default: latest)"
+    )
+    which.add_argument(
+        "--label", metavar="NAME", help="ask the version this label names (e.g. stable)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m clients",
@@ -130,27 +141,28 @@ def _label(label: str | None, index: int) -> str:
 
 def run_command(client: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
     """Call the client; return the raw result and its readable lines."""
+    which = {"version": args.version, "label": args.label}
     if args.command == "sentiment":
-        results = client.sentiment(args.texts)
+        results = client.sentiment(args.texts, **which)
         lines = [
             f"{r.label:<8} {r.probability:6.3f}  {text}"
             for r, text in zip(results, args.texts, strict=True)
         ]
     elif args.command == "topic":
-        results = client.classify_topic(args.texts, top_k=args.top_k)
+        results = client.classify_topic(args.texts, top_k=args.top_k, **which)
         lines = []
         for r, text in zip(results, args.texts, strict=True):
             lines.append(text)
             lines += [f"  {_label(s.label, s.index):<16} {s.probability:6.3f}" for s in r.topics]
     elif args.command == "translate":
-        results = client.translate(args.sentences)
+        results = client.translate(args.sentences, **which)
         lines = [f"{r.source}  ->  {r.text}" for r in results]
     elif args.command == "forecast":
-        results = client.forecast(args.window, horizon=args.horizon)
+        results = client.forecast(args.window, horizon=args.horizon, **which)
         lines = [f"t+{i:<3} {v: .5f}" for i, v in enumerate(results.values, start=1)]
     else:
         names, images = load_images(args.files, args.model)
-        results = client.classify_image(images, model=args.model, top_k=args.top_k)
+        results = client.classify_image(images, model=args.model, top_k=args.top_k, **which)
         lines = []
         for r, name in zip(results, names, strict=True):
             others = ", ".join(f"{_label(s.label, s.index)} {s.probability:.3f}" for s in r.top[1:])

@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
             ["sentiment", "x", "--timeout", "2.5", "--retries", "1", "--json"],
             {"timeout": 2.5, "retries": 1, "json": True},
         ),
+        (["sentiment", "x"], {"version": None, "label": None}),
+        (["topic", "oil", "--version", "2"], {"version": 2, "label": None}),
+        (["classify", "a.npy", "--label", "canary"], {"version": None, "label": "canary"}),
     ],
 )
 def test_parse(argv: list[str], expected: dict) -> None:
@@ -55,6 +58,8 @@ def test_parse(argv: list[str], expected: dict) -> None:
         ["forecast", "a"],
         ["classify", "x.png", "--model", "imagenet"],
         ["nope", "x"],
+        ["sentiment", "x", "--version", "2", "--label", "stable"],
+        ["forecast", "1", "--version", "latest"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
@@ -112,6 +117,27 @@ def test_load_images_converts_pictures_to_the_model_format(tmp_path) -> None:
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "gray.jpg")
     names, batch = cli.load_images([tmp_path / "gray.jpg"], "cifar")
     assert names == ["gray.jpg"] and batch.shape == (1, 32, 32, 3) and batch.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("argv", "answered"),
+    [
+        (["sentiment", "fine"], 1),
+        (["topic", "oil", "--version", "3"], 3),
+        (["translate", "the cat", "--label", "canary"], 2),
+        (["forecast", *["0.1"] * 10, "--label", "stable"], 1),
+    ],
+)
+def test_version_and_label_reach_the_server(fake_service, capsys, argv, answered) -> None:
+    assert cli.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    model = (result[0] if isinstance(result, list) else result)["model"]
+    assert model["version"] == answered
+
+
+def test_unknown_label_exits_1(fake_service, capsys) -> None:
+    assert cli.main(["sentiment", "x", "--label", "nightly"]) == 1
+    assert capsys.readouterr().err == "error: ModelNotFound: unknown label 'nightly'\n"
 
 
 def test_client_error_prints_one_line_and_exits_1(monkeypatch, capsys) -> None:
