@@ -307,8 +307,9 @@ class SyncAPI:
         """Apply a new model config on the server: TF Serving's
         ``ModelService/HandleReloadConfigRequest``. gRPC only.
 
-        As in TF Serving, the config replaces the server's whole model list: list every
-        model that should stay served.
+        The config replaces the previous one as a whole: a model left out falls back to
+        the server's default (this service: the latest version, no labels; stock TF
+        Serving unloads it), so list every model whose versions or labels should stay.
 
         Args:
             models: Model name to its config, e.g. ``{"imdb": {"versions": [1, 2],
