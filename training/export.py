@@ -80,7 +80,9 @@ class TextClassifierExport(tf.Module):
         start = tf.fill([tf.shape(text)[0], 1], tf.constant(data_lib.START, tf.int64))
         ids = tf.concat([tf.RaggedTensor.from_tensor(start), ids], axis=1)
         ids = ids[:, : self.maxlen]
-        return tf.cast(ids.to_tensor(default_value=data_lib.PAD, shape=[None, self.maxlen]), tf.int32)
+        return tf.cast(
+            ids.to_tensor(default_value=data_lib.PAD, shape=[None, self.maxlen]), tf.int32
+        )
 
     def _predict_text(self, text):
         return self.serving_default(self.encode(text))
@@ -162,7 +164,9 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_export_module(input_kind: str, model: keras.Model, dataset: Any, vocab_size: int = 0) -> tf.Module:
+def build_export_module(
+    input_kind: str, model: keras.Model, dataset: Any, vocab_size: int = 0
+) -> tf.Module:
     """Wraps a trained model in a ``tf.Module`` carrying the serving signatures.
 
     Args:
@@ -206,10 +210,13 @@ def signature_specs(module: tf.Module, names: tuple[str, ...]) -> dict[str, dict
     return specs
 
 
-def save_export(module: tf.Module, model_dir: Path, names: tuple[str, ...]) -> Path:
-    """Saves ``module`` as the next version under ``model_dir`` and returns its path."""
+def save_export(
+    module: tf.Module, model_dir: Path, names: tuple[str, ...], minimum: int = 1
+) -> Path:
+    """Saves ``module`` as the next version under ``model_dir`` (at least ``minimum``) and
+    returns its path."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / str(next_version(model_dir))
+    path = model_dir / str(max(next_version(model_dir), minimum))
     signatures = {name: getattr(module, name).get_concrete_function() for name in names}
     tf.saved_model.save(module, str(path), signatures=signatures)
     return path

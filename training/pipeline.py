@@ -154,7 +154,14 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
 
     names = export_lib.SIGNATURES[module.INPUT]
     model_dir = Path(options.out) / name
-    path = export_lib.save_export(export_module, model_dir, names)
+    # Versions are numbered per model across the exports folder and the store, so that a
+    # new one is always the latest the service sees, whichever --out it was written to.
+    minimum = 1
+    if options.register:
+        from training.registry import latest_version
+
+        minimum = latest_version(name) + 1
+    path = export_lib.save_export(export_module, model_dir, names, minimum)
     version = int(path.name)
     seconds = time.perf_counter() - started
 
@@ -196,7 +203,7 @@ def train_model(name: str, options: TrainOptions = TrainOptions()) -> TrainResul
             "recipe": recipe.as_metadata(),
             "config": config,
         },
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_revision": _git_revision(),
         "export_path": str(path.resolve()),
     }
@@ -321,7 +328,13 @@ def _train_keras(module, variant, options, recipe):
         # What the exported signature accepts: the service range-checks token ids with it.
         metadata_config["vocab_size"] = vocab_size
     return (
-        model, dataset, fit, metrics, export_module, model.count_params(), extra_plots,
+        model,
+        dataset,
+        fit,
+        metrics,
+        export_module,
+        model.count_params(),
+        extra_plots,
         metadata_config,
     )
 
@@ -356,6 +369,12 @@ def _train_translator(module, variant, options, recipe):
     metrics = {k: float(v) for k, v in module.evaluate(model, dataset).items()}
     export_module = module.make_export_module(model, dataset)
     return (
-        model, dataset, fit, metrics, export_module, model.count_params(), [],
+        model,
+        dataset,
+        fit,
+        metrics,
+        export_module,
+        model.count_params(),
+        [],
         dataclasses.asdict(config),
     )

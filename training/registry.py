@@ -3,7 +3,8 @@
 ``bentoml.tensorflow`` / ``bentoml.keras`` are deprecated in BentoML 1.4 and broken on Keras 3,
 so exports are stored as plain directories through ``bentoml.models.create``: the model's
 directory holds the SavedModel and ``metadata.json``, and ``tf.saved_model.load(ref.path)``
-loads it.
+loads it. A version is written in full beside the store, then moved in with one
+``rename``: a service watching the store (``SERVICE_POLL_S``) never sees it half-written.
 
 Typical usage::
 
@@ -13,8 +14,13 @@ Typical usage::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def register_export(export_path: Path, metadata: dict) -> str:
@@ -44,11 +50,52 @@ def register_export(export_path: Path, metadata: dict) -> str:
         "export_path": str(export_path),
         **{f"metric_{k}": float(v) for k, v in metadata["metrics"].items()},
     }
-    with bentoml.models.create(
-        metadata["model"], labels=labels, metadata=store_metadata
-    ) as ref:
-        shutil.copytree(export_path, ref.path, dirs_exist_ok=True)
+    with _staging_store() as (staging, store_dir):
+        with bentoml.models.create(
+            metadata["model"], labels=labels, metadata=store_metadata, _model_store=staging
+        ) as ref:
+            shutil.copytree(export_path, ref.path, dirs_exist_ok=True)
+        _publish(Path(staging._path), store_dir, ref.tag.name, ref.tag.version)
     return str(ref.tag)
+
+
+@contextlib.contextmanager
+def _staging_store() -> Iterator[tuple[Any, Path]]:
+    """A BentoML store beside the real one (same filesystem), removed afterwards."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    store_dir = Path(BentoMLContainer.model_store_dir.get())
+    store_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store_dir.parent))
+    try:
+        yield ModelStore(staging), store_dir
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, store_dir: Path, name: str, version: str) -> None:
+    """Moves a complete version into the store in one ``rename``, so that a service watching
+    the store sees all of it or nothing, then points ``latest`` at it."""
+    target = store_dir / name / version
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging / name / version, target)
+    latest = store_dir / name / "latest"
+    temporary = latest.with_name(f".latest-{os.getpid()}")
+    temporary.write_text(version)
+    os.replace(temporary, latest)
+
+
+def latest_version(name: str) -> int:
+    """The highest integer version of ``name`` in the store (0 when there is none)."""
+    import bentoml
+
+    versions = [
+        int(model.info.labels["version"])
+        for model in bentoml.models.list()
+        if model.tag.name == name and str(model.info.labels.get("version", "")).isdigit()
+    ]
+    return max(versions, default=0)
 
 
 def registered_names() -> set[str]:

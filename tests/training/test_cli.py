@@ -86,8 +86,9 @@ def test_usage_errors_exit_2_with_one_line(args, message):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("model, filename", [("imdb", "imdb.npz"), ("cifar", "cifar.tar.gz"),
-                                             ("translator", "deu.txt")])
+@pytest.mark.parametrize(
+    "model, filename", [("imdb", "imdb.npz"), ("cifar", "cifar.tar.gz"), ("translator", "deu.txt")]
+)
 def test_malformed_data_path_exits_2(tmp_path, model, filename):
     bad = tmp_path / filename
     bad.write_bytes(b"\x00\x01 this is not the expected format\n")
@@ -156,11 +157,65 @@ def test_train_registers_in_bentoml_store_with_increasing_versions(tmp_path):
     assert (Path(info["path"]) / "saved_model.pb").exists()
     assert (Path(info["path"]) / "metadata.json").exists()
 
+    # Another exports folder: the version still follows the store's (3, not 1), so the
+    # service sees it as the newest; nothing of the staging store is left behind.
+    other = tmp_path / "other"
+    proc = run_cli(
+        "cosine", "--synthetic", "--quick", "--epochs", "1", "--out", str(other), home=home
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in (other / "cosine").iterdir()] == ["3"]
+    assert not list(home.glob(".staging-*"))
+
+
+def test_a_registered_version_appears_in_the_store_whole(tmp_path, monkeypatch):
+    """While the files are copied, the store has no trace of the version; then all of it."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    from training import registry
+
+    export = tmp_path / "export"
+    (export / "variables").mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"pb")
+    (export / "metadata.json").write_text("{}")
+    store_dir = tmp_path / "home" / "models"
+    monkeypatch.setattr(BentoMLContainer.model_store_dir, "get", lambda: str(store_dir))
+    seen = []
+    copytree = registry.shutil.copytree
+
+    def watching_copytree(src, dst, *args, **kwargs):
+        if Path(src) == export:  # our copy of the export (BentoML's own copies recurse too)
+            seen.append(sorted(p.name for p in store_dir.glob("cosine/*")))
+        return copytree(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(registry.shutil, "copytree", watching_copytree)
+    metadata = {
+        "model": "cosine",
+        "variant": "lstm",
+        "version": 4,
+        "dataset": {"name": "cosine", "synthetic": True},
+        "params": 1,
+        "metrics": {"mse": 0.1},
+    }
+    tag = registry.register_export(export, metadata)
+    assert seen == [[]]  # nothing in the store while copying
+    version = tag.split(":")[1]
+    assert sorted(p.name for p in store_dir.glob("cosine/*")) == sorted([version, "latest"])
+    assert (store_dir / "cosine" / "latest").read_text() == version
+    assert (store_dir / "cosine" / version / "saved_model.pb").read_bytes() == b"pb"
+    assert not list(store_dir.parent.glob(".staging-*"))
+
 
 def test_fallback_synthetic_warns_loudly(tmp_path):
     proc = run_cli(
-        "mnist", "--quick", "--epochs", "1", "--fallback-synthetic", "--no-register",
-        "--out", str(tmp_path),
+        "mnist",
+        "--quick",
+        "--epochs",
+        "1",
+        "--fallback-synthetic",
+        "--no-register",
+        "--out",
+        str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "falling back to SYNTHETIC data" in proc.stderr
