@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import json
 import logging
 import os
 import threading
 import time
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +48,7 @@ from service.metrics import (
     REFUSED,
 )
 from service.model_versions import ModelVersions
-from service.versions import ConfigError, ServingConfig, load_model_config
+from service.versions import ConfigError, ServingConfig, load_model_config, parse_config
 
 logger = logging.getLogger("bentoml.keras_serving.engine")
 
@@ -244,17 +246,22 @@ class Engine:
         source: t.Callable[[], Stored],
         names: t.Iterable[str],
         config: ServingConfig | None = None,
+        shared_config: Path | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
         self.config = config or ServingConfig()
         self.models = {
-            name: ModelVersions(name, lambda stored: ServedModel(stored.info, stored.path, settings))
+            name: ModelVersions(
+                name, lambda stored: ServedModel(stored.info, stored.path, settings)
+            )
             for name in names
         }
-        self._config_stamp: float | None = None
+        # A config applied by HandleReloadConfigRequest reaches one worker; it leaves it in
+        # this file, which every worker of the server (and a replacement) applies too.
+        self.shared_config = shared_config
+        self._stamps: dict[str, int | None] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._lock: asyncio.Lock | None = None
 
     def start(self) -> None:
         """Reads the store and starts loading what the config wants, in the background.
@@ -262,12 +269,14 @@ class Engine:
 
         Raises:
             InvalidInput: the config names a model or version that does not exist.
+            ConfigError: the config file cannot be read.
         """
         stored = self.source()
-        self._check(self.config, stored)
-        self._apply(self.config, stored)
-        if self.settings.poll_s > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        config = self._changed(self.settings.model_config, load_model_config) or self.config
+        config = self._changed(self.shared_config, _read_shared) or config
+        self._check(config, stored)
+        self._apply(config, stored)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     def _check(self, config: ServingConfig, stored: Stored) -> None:
         for name in config.models:
@@ -283,23 +292,40 @@ class Engine:
         for name, versions in self.models.items():
             versions.update(stored.get(name, {}), config.for_model(name))
 
-    def _read_config_file(self) -> ServingConfig | None:
-        """The config file, when it changed since the last read (None otherwise)."""
-        path = self.settings.model_config
+    def _changed(
+        self, path: str | Path | None, read: t.Callable[[str | Path], ServingConfig]
+    ) -> ServingConfig | None:
+        """The config at ``path`` if the file changed since the last look (else None)."""
         if not path:
             return None
-        stamp = os.stat(path).st_mtime_ns
-        if stamp == self._config_stamp:
+        try:
+            stamp: int | None = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamps.get(str(path)):
             return None
-        config = load_model_config(path)
-        self._config_stamp = stamp
-        return config
+        self._stamps[str(path)] = stamp
+        return None if stamp is None else read(path)
 
     async def _watch(self) -> None:
+        """Every second: a config shared by another worker; every ``poll_s``: the store and
+        the config file."""
+        tick = min(self.settings.poll_s, 1.0) if self.settings.poll_s > 0 else 1.0
+        last_poll = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.poll_s)
+            await asyncio.sleep(tick)
             try:
-                await self.poll()
+                shared = self._changed(self.shared_config, _read_shared)
+                if shared is not None:
+                    stored = await asyncio.to_thread(self.source)
+                    self._check(shared, stored)
+                    self._apply(shared, stored)
+                if (
+                    self.settings.poll_s > 0
+                    and time.monotonic() - last_poll >= self.settings.poll_s
+                ):
+                    last_poll = time.monotonic()
+                    await self.poll()
             except asyncio.CancelledError:
                 raise
             except (ConfigError, InvalidInput, OSError) as exc:
@@ -311,13 +337,16 @@ class Engine:
     async def poll(self) -> None:
         """One look at the store and the config file; applies what changed."""
         stored = await asyncio.to_thread(self.source)
-        config = await asyncio.to_thread(self._read_config_file) or self.config
+        changed = await asyncio.to_thread(
+            self._changed, self.settings.model_config, load_model_config
+        )
+        config = changed or self.config
         self._check(config, stored)
         self._apply(config, stored)
 
     async def reload(self, config: ServingConfig, timeout_s: float = 300.0) -> None:
-        """Applies ``config`` now (TF Serving's ``HandleReloadConfigRequest``) and returns
-        once every version it wants has loaded or failed.
+        """Applies ``config`` now (TF Serving's ``HandleReloadConfigRequest``), shares it with
+        the other workers, and returns once every version it wants here has loaded or failed.
 
         Raises:
             InvalidInput: a model or version the config names does not exist.
@@ -326,6 +355,9 @@ class Engine:
         stored = await asyncio.to_thread(self.source)
         self._check(config, stored)
         self._apply(config, stored)
+        if self.shared_config is not None:
+            _write_shared(self.shared_config, config)
+            self._stamps[str(self.shared_config)] = os.stat(self.shared_config).st_mtime_ns
         deadline = time.monotonic() + timeout_s
         while not self.settled():
             if time.monotonic() > deadline:
@@ -365,8 +397,21 @@ class Engine:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        if self.shared_config is not None:
+            self.shared_config.unlink(missing_ok=True)
         for model in self.models.values():
             await model.close()
+
+
+def _read_shared(path: str | Path) -> ServingConfig:
+    return parse_config(json.loads(Path(path).read_text()), source="HandleReloadConfigRequest")
+
+
+def _write_shared(path: Path, config: ServingConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(config.to_raw()))
+    temporary.replace(path)  # atomic: other workers read all of it or the previous one
 
 
 def default_tf_threads(workers: int) -> int:

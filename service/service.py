@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 import typing as t
 from dataclasses import replace
 from pathlib import Path
@@ -53,7 +54,6 @@ from service.schemas import (
     TranslateRequest,
     TranslateResponse,
 )
-from service.versions import ServingConfig, load_model_config
 
 SETTINGS = ServingSettings.from_env()
 # One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
@@ -117,13 +117,13 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        config = (
-            load_model_config(SETTINGS.model_config) if SETTINGS.model_config else ServingConfig()
-        )
+        # Where a config from HandleReloadConfigRequest reaches the server's other workers.
+        shared = Path(tempfile.gettempdir()) / f"keras-serving-config-{os.getppid()}.json"
         if TAGS:  # inside a Bento: the packaged versions, no store to watch
-            self.engine = Engine(replace(SETTINGS, poll_s=0), packaged_versions, MODELS, config)
+            settings = replace(SETTINGS, poll_s=0)
+            self.engine = Engine(settings, packaged_versions, MODELS, shared_config=shared)
         else:
-            self.engine = Engine(SETTINGS, store_versions, MODELS, config)
+            self.engine = Engine(SETTINGS, store_versions, MODELS, shared_config=shared)
         self.engine.start()  # loads and warms up in the background; see ready()
         self.peers = PeerReadiness(
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()

@@ -49,10 +49,11 @@ class VersionPolicy:
             return [v for v in versions if v in self.specific]
         return versions[-self.latest :] if versions else []
 
-    def describe(self) -> str:
+    def to_raw(self) -> Any:
+        """The config-file form (:func:`parse_policy` reads it back)."""
         if self.kind == "specific":
-            return f"specific {list(self.specific)}"
-        return "all" if self.kind == "all" else f"latest {self.latest}"
+            return list(self.specific)
+        return "all" if self.kind == "all" else {"latest": self.latest}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ class ServingConfig:
 
     def for_model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig()
+
+    def to_raw(self) -> dict[str, Any]:
+        """The config-file form (:func:`parse_config` reads it back)."""
+        return {
+            "models": {
+                name: {"versions": model.policy.to_raw(), "labels": dict(model.labels)}
+                for name, model in self.models.items()
+            }
+        }
 
 
 def parse_policy(raw: Any, where: str) -> VersionPolicy:

@@ -232,3 +232,53 @@ def test_workers_setting(monkeypatch):
     monkeypatch.setenv("SERVICE_WORKERS", "many")
     with pytest.raises(ValueError, match="SERVICE_WORKERS"):
         ServingSettings.from_env()
+
+
+def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
+    trained_store, tmp_path, run
+):
+    """Two engines stand for two workers: HandleReloadConfigRequest reaches one of them."""
+    stored = {"cosine": {v: _stored(trained_store, "cosine", v) for v in (1, 2)}}
+    config_file = tmp_path / "models.yaml"
+    config_file.write_text("models:\n  cosine:\n    versions: all\n    labels: {stable: 1}\n")
+    shared = tmp_path / "shared.json"
+    settings = replace(SETTINGS, model_config=str(config_file), poll_s=0.2)
+    first, second = (
+        run(_started(Engine(settings, lambda: stored, ["cosine"], shared_config=shared)))
+        for _ in range(2)
+    )
+    assert first.model("cosine", label="stable").info.version == 1
+    run(
+        first.reload(
+            parse_config({"models": {"cosine": {"versions": "all", "labels": {"stable": 2}}}})
+        )
+    )
+    assert first.model("cosine", label="stable").info.version == 2
+    run(_until(lambda: second.models["cosine"].routing.labels.get("stable") == 2, timeout=10))
+    # An edited config file wins over the last reload, in every worker.
+    config_file.write_text(
+        "models:\n  cosine:\n    versions: all\n    labels: {stable: 1, canary: 2}\n"
+    )
+    for engine in (first, second):
+        run(
+            _until(lambda e=engine: e.models["cosine"].routing.labels == {"stable": 1, "canary": 2})
+        )
+    # A broken edit is refused and counted; the config in force stays.
+    config_file.write_text("models:\n  cosine:\n    versions: newest\n")
+    time.sleep(1.0)
+    assert second.model("cosine", label="canary").info.version == 2
+    for engine in (first, second):
+        run(engine.close())
+    assert not shared.exists()
+
+
+def test_a_version_removed_from_the_store_is_unloaded(trained_store, run):
+    stored = {"cosine": {v: _stored(trained_store, "cosine", v) for v in (1, 2)}}
+    config = parse_config({"models": {"cosine": {"versions": "all"}}})
+    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"], config)))
+    retired = engine.models["cosine"].versions[2]
+    del stored["cosine"][2]
+    run(engine.poll())
+    run(_until(lambda: 2 not in engine.models["cosine"].versions))
+    assert retired.state is State.END
+    assert engine.model("cosine").info.version == 1
