@@ -95,7 +95,8 @@ def decode_input(
         PayloadTooLarge: more rows than ``limits.max_rows``.
     """
     row = BY_ENUM.get(proto.dtype)
-    if row is None or (row.name == "string") != (spec.dtype == "string") or row.name == "bool":
+    # Every signature input is text, integers or reals: bool and complex never fit one.
+    if row is None or (row.name == "string") != (spec.dtype == "string") or row.numpy.kind in "bc":
         raise InvalidInput(
             f"{field}: dtype {_dtype_name(proto.dtype)} does not match the signature's {_expected(spec)}"
         )
@@ -151,11 +152,16 @@ def decode_inputs(
             f"inputs['{spec.name}']: required input is missing (signature '{signature.name}' takes "
             f"'{spec.name}': {_expected(spec)})"
         )
-    # Token-id ranges are only known for the tensor signature of text models.
-    vocab = (
-        vocab_size if signature.name == TENSOR_SIGNATURE and spec.dtype.startswith("int") else None
-    )
+    vocab = token_vocab(signature, vocab_size)
     return decode_input(inputs[spec.name], spec, f"inputs['{spec.name}']", limits, vocab)
+
+
+def token_vocab(signature: SignatureSpec, vocab_size: int | None) -> int | None:
+    """The bound token ids of ``signature``'s input must stay under: the model's vocabulary
+    for the integer input of its tensor signature (text models), else None (no ids)."""
+    if signature.name == TENSOR_SIGNATURE and signature.input.dtype.startswith("int"):
+        return vocab_size
+    return None
 
 
 def select_outputs(signature: SignatureSpec, output_filter: Sequence[str]) -> list[str]:

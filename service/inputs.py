@@ -97,9 +97,9 @@ def images_array(
     return pixels
 
 
-def _b64(value: dict, field: str) -> bytes:
+def _b64(value: dict, field: str, content: str = "PNG/JPEG") -> bytes:
     if set(value) != {"b64"} or not isinstance(value["b64"], str):
-        raise InvalidInput(f'{field}: an object must be {{"b64": "<base64 PNG/JPEG>"}}')
+        raise InvalidInput(f'{field}: an object must be {{"b64": "<base64 {content}>"}}')
     try:
         return base64.b64decode(value["b64"], validate=True)
     except (binascii.Error, ValueError):
@@ -183,7 +183,7 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
         rows = []
         for i, item in enumerate(value):
             if isinstance(item, dict):
-                rows.append(_b64(item, f"{field}[{i}]"))
+                rows.append(_b64(item, f"{field}[{i}]", "UTF-8 text"))
             elif isinstance(item, str):
                 rows.append(_utf8(item, f"{field}[{i}]"))
             else:

@@ -226,13 +226,33 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
             )
         return np.frombuffer(proto.tensor_content, dtype=wire).astype(row.numpy).reshape(shape)
     else:
-        raw = np.asarray(getattr(proto, row.field), dtype=row.wire or row.numpy)
-        if row.name == "float16":
-            raw = raw.view(np.float16)
-        elif row.wire is not None:  # complex pairs
-            raw = raw.view(row.numpy)
-        values = raw.astype(row.numpy, copy=False)
+        values = _typed_values(proto, row)
     return _fill(values, size, row).reshape(shape)
+
+
+def _typed_values(proto: TensorProto, row: DType) -> np.ndarray:
+    """The typed ``*_val`` field as ``row``'s dtype. Narrow types travel in wider fields
+    (uint8 in ``int_val``, float16 bits in ``half_val``): a value that does not fit is an
+    error here, where numpy would silently wrap it (300 as uint8 is 44)."""
+    raw = np.asarray(getattr(proto, row.field))
+    wire = row.wire or row.numpy
+    if wire.kind in "iu" and raw.size:
+        info = np.iinfo(wire)
+        low, high = int(raw.min()), int(raw.max())
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            kind = row.name if row.wire is None else f"{wire} ({row.name} bits)"
+            raise TensorError(
+                f"{row.field} value {bad} does not fit {kind} ({info.min}..{info.max})"
+            )
+    raw = raw.astype(wire, copy=False)
+    if row.name == "float16":
+        return raw.view(np.float16)
+    if row.wire is not None:  # complex: interleaved (real, imag) pairs
+        if len(raw) % 2:
+            raise TensorError(f"{row.field} has {len(raw)} values, not (real, imag) pairs")
+        return raw.view(row.numpy)
+    return raw
 
 
 def _decode_string_list(content: bytes, count: int) -> list[bytes]:
