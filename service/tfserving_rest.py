@@ -238,9 +238,19 @@ async def status_view(request: Request) -> JSONResponse:
     if versions is None:
         server.model(name)  # ModelNotFound naming the served models
     rows = versions.status()
-    if _selector(request) != (None, None):
-        wanted = _model(request).info.version
+    version, label = _selector(request)
+    if version is not None or label is not None:
+        # A version's status, whatever its state (a failed one reports its error).
+        wanted = versions.config.labels.get(label) if label is not None else None
+        if label is not None and wanted is None:
+            versions.get(label=label)  # ModelNotFound naming the labels
+        if version is not None:
+            if not version.isdigit():
+                raise InvalidInput(f"version: '{version}' is not a version number")
+            wanted = int(version)
         rows = [row for row in rows if row[0] == wanted]
+        if not rows:
+            versions.get(version=wanted)  # ModelNotFound naming the versions
     return JSONResponse(model_status(rows))
 
 

@@ -1,0 +1,224 @@
+"""New versions while traffic flows (issue 9), on a real ``bentoml serve`` with two workers:
+a trained version rolls out under 16 clients with no failed request, a corrupt one never
+replaces the working one, and a config reload serves two versions and moves a label."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+
+from loadtest.rollout import (
+    _grpc_client,
+    _http_client,
+    private_home,
+    train_new_version,
+    watch_rollout,
+    workers_rss,
+)
+from tests.conftest import ROOT, TrainedStore
+from tfserving_api._proto.tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+)
+
+pytestmark = pytest.mark.integration
+
+POLL_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def rollout(trained_store, server_factory, tmp_path_factory):
+    """A server of imdb alone on a private store (new versions land only there)."""
+    work = tmp_path_factory.mktemp("rollout")
+    home = private_home(trained_store.home, work / "home", ("imdb",))
+    store = TrainedStore(home=home, exports=work / "exports")
+    with server_factory(
+        store,
+        work / "serve.log",
+        SERVICE_MODELS="imdb",
+        SERVICE_POLL_S=str(POLL_S),
+        SERVICE_BATCH_BUCKETS="1,4,16",
+        SERVICE_WORKERS="2",
+    ) as (running, _):
+        yield running, store
+
+
+def _status(url: str) -> dict[int, dict]:
+    statuses = httpx.get(f"{url}/v1/models/imdb", timeout=10).json()["model_version_status"]
+    return {int(s["version"]): s for s in statuses}
+
+
+def _available(url: str) -> list[int]:
+    return sorted(v for v, s in _status(url).items() if s["state"] == "AVAILABLE")
+
+
+def _wait(condition, timeout: float = 180.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def _register_copy(store: TrainedStore, version: int, corrupt: bool) -> None:
+    """Registers the newest export again as ``version`` (its saved_model.pb truncated when
+    ``corrupt``), the way the training toolkit registers (one rename into the store)."""
+    source = store.exports / "imdb"
+    newest = max(source.iterdir(), key=lambda p: int(p.name))
+    target = store.exports / "copies" / str(version)
+    shutil.copytree(newest, target)
+    if corrupt:
+        (target / "saved_model.pb").write_bytes(b"\x08\x01truncated")
+    meta = json.loads((target / "metadata.json").read_text())
+    meta["version"] = version
+    (target / "metadata.json").write_text(json.dumps(meta))
+    code = (
+        "import json, sys; from pathlib import Path; from training.registry import register_export; "
+        "p = Path(sys.argv[1]); register_export(p, json.loads((p / 'metadata.json').read_text()))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        cwd=ROOT,
+        env={**os.environ, "BENTOML_HOME": str(store.home)},
+        check=True,
+        timeout=300,
+    )
+
+
+def test_a_trained_version_rolls_out_under_load_without_a_failed_request(rollout):
+    server, store = rollout
+    [old] = _available(server.url)
+    result = watch_rollout(
+        lambda: workers_rss(server.pid),
+        server.url,
+        f"127.0.0.1:{server.grpc_port}",
+        "imdb",
+        lambda: train_new_version(store.home, "imdb", store.exports),
+        clients=16,
+        store_home=store.home,
+    )
+    summary = result.summary()
+    print("\nrollout:", json.dumps(summary, indent=1))
+    assert result.new == old + 1
+    assert summary["failures"] == 0, summary["errors"]
+    assert summary["requests"] > 100
+    # Each client holds one connection, so one worker: it sees old...old, new...new.
+    assert summary["clients_not_switching_once"] == {}
+    # The poll interval plus the warm-up (a few seconds here), with room for a busy machine.
+    assert 0 < summary["first_new_answer_s"] <= summary["every_client_new_s"] < POLL_S + 60
+    assert _available(server.url) == [old + 1]  # the old version is unloaded
+    assert result.rss_after <= result.rss_before * 1.10, summary
+
+
+def test_a_corrupt_version_never_replaces_the_working_one(rollout):
+    server, store = rollout
+    [working] = _available(server.url)
+    broken = working + 1
+    _register_copy(store, broken, corrupt=True)
+    status = _wait(
+        lambda: _status(server.url).get(broken, {}).get("state") == "END" and _status(server.url),
+        what=f"v{broken} reported as failed",
+    )
+    assert status[broken]["status"]["error_code"] == "UNKNOWN"
+    assert status[broken]["status"]["error_message"]
+    assert status[working]["state"] == "AVAILABLE"
+    for _ in range(8):  # both workers keep answering with the working version
+        response = httpx.post(f"{server.url}/imdb/sentiment", json={"texts": ["fine"]}, timeout=30)
+        assert response.status_code == 200 and response.json()["model"]["version"] == working
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'keras_serving_model_load_failures_total{model="imdb"}' in metrics
+    assert f"imdb v{broken} failed to load" in server.log.read_text()
+
+
+def _reload(server, config: dict) -> None:
+    from clients.model_config import model_server_config
+
+    request = model_management_pb2.ReloadConfigRequest(config=model_server_config(config))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            request, timeout=300
+        )
+    assert response.status.error_code == 0
+
+
+def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
+    server, _ = rollout
+    versions = sorted(v for v, s in _status(server.url).items() if s["state"] != "END")
+    new = versions[-1]
+    old = new - 1
+    _reload(server, {"imdb": {"versions": [old, new], "labels": {"stable": old, "canary": new}}})
+    # Both workers: each applies the config (one through the RPC, the other within a second).
+    _wait(lambda: _available(server.url) == [old, new], what="both versions available")
+    time.sleep(2 * POLL_S)
+    for _ in range(6):
+        for path, version in (
+            (f"versions/{old}", old),
+            (f"versions/{new}", new),
+            ("labels/stable", old),
+            ("labels/canary", new),
+        ):
+            response = httpx.post(
+                f"{server.url}/v1/models/imdb/{path}:predict",
+                json={"signature_name": "predict_text", "instances": ["a fine film"]},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            assert response.headers["x-model-version"] == str(version)
+        body = httpx.post(
+            f"{server.url}/imdb/sentiment", json={"texts": ["fine"], "label": "canary"}, timeout=30
+        ).json()
+        assert body["model"]["version"] == new
+
+    # Move stable from old to new while 8 clients ask for it: no request fails.
+    answers: list = []
+    stop = threading.Event()
+
+    async def clients() -> None:
+        await asyncio.gather(
+            *(
+                _http_client(server.url, "/imdb/sentiment", n, stop, answers, label="stable")
+                if n % 2 == 0
+                else _grpc_client(
+                    f"127.0.0.1:{server.grpc_port}", "imdb", n, stop, answers, label="stable"
+                )
+                for n in range(8)
+            )
+        )
+
+    thread = threading.Thread(target=lambda: asyncio.run(clients()), daemon=True)
+    thread.start()
+    try:
+        time.sleep(3)
+        _reload(server, {"imdb": {"versions": [old, new], "labels": {"stable": new}}})
+        time.sleep(3 * POLL_S)
+    finally:
+        stop.set()
+        thread.join(60)
+    failed = [a for a in answers if a.version is None]
+    assert not failed, failed[:3]
+    assert {a.version for a in answers} == {old, new}
+    for client in range(8):  # old...old, new...new on every connection
+        seen = [a.version for a in answers if a.client == client]
+        assert seen == sorted(seen) and seen[-1] == new, seen
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "imdb"
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            request, timeout=30
+        )
+    states = {s.version: s.state for s in status.model_version_status}
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert states[old] == available and states[new] == available
