@@ -59,6 +59,10 @@ request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+# Niceness of the thread that loads and warms up a version: serving comes first.
+LOAD_NICENESS = 10
+
+
 class State(enum.Enum):
     """TF Serving's ``ServableState`` names."""
 
@@ -146,9 +150,24 @@ class ServedModel:
         return self.state is State.AVAILABLE
 
     def start(self) -> Future[None]:
-        """Loads and warms up on the model's thread; returns when that is done or failed."""
+        """Loads and warms up on a thread of its own at low CPU priority (a new version
+        compiles while the old one serves); the future is done when that succeeded or failed."""
         self.state = State.LOADING
-        return self._thread.submit(self._load)
+        done: Future[None] = Future()
+
+        def load() -> None:
+            try:
+                # Linux: a thread's niceness is its own (PRIO_PROCESS with the thread's id).
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+            except (OSError, AttributeError):
+                pass
+            try:
+                self._load()
+            finally:
+                done.set_result(None)
+
+        threading.Thread(target=load, name=f"load-{self.info.name}", daemon=True).start()
+        return done
 
     def _load(self) -> None:
         try:
