@@ -114,6 +114,10 @@ class ModelVersions:
         self.refresh()
 
     def _loaded(self, model: ServedModel) -> None:
+        if model.ready and gc.isenabled() and gc.get_freeze_count():
+            # The server froze what it loaded at start (service.ready); the new version's
+            # objects join them, or every full collection would walk them again.
+            gc.freeze()
         if model.error:
             logger.warning(
                 "%s v%d failed to load; %s keeps serving (%s)",
