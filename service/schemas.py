@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from bentoml import IODescriptor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import InvalidInput, UnsupportedMediaType
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
 def describe_validation_error(exc: ValidationError, fields: list[str] | None = None) -> str:
@@ -68,6 +68,8 @@ class RequestModel(IODescriptor):
             form = await request.form(max_files=64, max_fields=16)
         except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
             detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
+            if str(detail).startswith("Too many files"):  # the item cap, as JSON's 413
+                raise PayloadTooLarge(f"request body: {detail}") from None
             raise InvalidInput(f"request body: not a valid multipart form ({detail})") from None
         data: dict[str, Any] = {}
         for key in form:
@@ -78,7 +80,9 @@ class RequestModel(IODescriptor):
             value = values[0]
             try:
                 data[key] = json.loads(value) if isinstance(value, str) else value
-            except json.JSONDecodeError:
+            # Not JSON (JSONDecodeError is a ValueError), an integer past Python's 4300-digit
+            # limit (ValueError) or nested too deeply: validated as the plain string instead.
+            except (ValueError, RecursionError):
                 data[key] = value
         return data
 

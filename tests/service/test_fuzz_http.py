@@ -9,6 +9,7 @@ Every fuzz is derandomized (the same cases on every run) and bounded by example 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import typing as t
@@ -20,6 +21,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
@@ -118,7 +120,7 @@ def test_probe_never_answers_5xx(api, server, session, path):
     fuzz()
 
 
-# ---------------------------------------------------------------- TF Serving REST, a table
+# ---------------------------------------------------------------- what the spec leaves out: a table
 
 IDS = [[1] * 500]
 WINDOW = [float(i) for i in range(10)]
@@ -286,12 +288,69 @@ REST_ROWS = [
 ]  # fmt: skip
 
 
+def image(size: tuple[int, int], fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def form(*files: tuple[str, bytes], **fields: str) -> dict[str, t.Any]:
+    """A multipart body: ``files`` as (field, content) uploads, ``fields`` as plain fields."""
+    uploads = [(name, ("a.png", content, "image/png")) for name, content in files]
+    return {"files": uploads or [("images", ("a.png", image((3, 3)), "image/png"))], "data": fields}
+
+
+def raw_form(part: bytes, boundary: str = "xyz") -> dict[str, t.Any]:
+    content = b"--xyz\r\n" + part + b"\r\n--xyz--\r\n"
+    return {
+        "content": content,
+        "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+    }
+
+
+# Friendly endpoints' multipart uploads: /docs.json describes their JSON body only.
+FORM_ROWS = [
+    ("form top_k of 5000 digits", "POST", "/mnist/classify", form(top_k="1" * 5000), 400,
+     "top_k: Unable to parse input string as an integer"),
+    ("form top_k nested too deeply", "POST", "/mnist/classify", form(top_k="[" * 100_000), 400,
+     "top_k: Input should be a valid integer"),
+    ("form top_k as a file", "POST", "/cifar/classify",
+     form(("images", image((3, 3))), ("top_k", b"2")), 400, "top_k: Input should be a valid integer"),
+    ("form images as a plain field", "POST", "/mnist/classify",
+     raw_form(b'Content-Disposition: form-data; name="images"\r\n\r\nabc'), 400,
+     "images[0]: expected numbers only"),
+    ("form unknown field", "POST", "/mnist/classify", form(colour="red"), 400,
+     "colour: unknown field"),
+    ("form too many files", "POST", "/mnist/classify", form(*[("images", image((3, 3)))] * 65),
+     413, "Too many files"),
+    ("form too many fields", "POST", "/mnist/classify", form(**{f"f{i}": "1" for i in range(17)}),
+     400, "Too many fields"),
+    ("form field over 1 MB", "POST", "/mnist/classify", form(top_k="1" * (1024 * 1024 + 1)), 400,
+     "exceeded maximum size of 1024KB"),
+    ("form part without a name", "POST", "/mnist/classify",
+     raw_form(b'Content-Disposition: form-data\r\n\r\n1'), 400, "not a valid multipart form"),
+    ("form boundary missing", "POST", "/mnist/classify", raw_form(b"", boundary=""), 400,
+     "not a valid multipart form"),
+    ("form of garbage", "POST", "/cifar/classify", raw_form(b"\xff" * 64), 400,
+     "not a valid multipart form"),
+    ("form TIFF upload", "POST", "/cifar/classify", form(("images", image((3, 3), "TIFF"))), 400,
+     "images[0]: TIFF images are not accepted"),
+    ("form truncated PNG", "POST", "/cifar/classify", form(("images", image((3, 3))[:30])), 400,
+     "images[0]: not a decodable PNG or JPEG image"),
+    ("form image side over the cap", "POST", "/mnist/classify",
+     form(("images", image((5000, 1)))), 413, "images[0]: 5000x1 pixels exceed the cap of 4096"),
+    ("form to a JSON endpoint", "POST", "/translate", form(sentences="a"), 415,
+     "takes a JSON body"),
+]  # fmt: skip
+ROWS = REST_ROWS + FORM_ROWS
+
+
 @pytest.mark.parametrize(
     ("case", "method", "path", "kwargs", "status", "fragment"),
-    REST_ROWS,
-    ids=[row[0] for row in REST_ROWS],
+    ROWS,
+    ids=[row[0] for row in ROWS],
 )
-def test_malformed_tfserving_request_is_a_4xx(http, case, method, path, kwargs, status, fragment):
+def test_malformed_request_is_a_4xx(http, case, method, path, kwargs, status, fragment):
     response = http.request(method, path, **kwargs)
     assert_client_error_shape(response.status_code, response.content, case)
     assert response.status_code in (status if isinstance(status, tuple) else (status,)), (
