@@ -1,0 +1,576 @@
+"""Reliability scenarios against a real ``bentoml serve`` (issue 10), one table of verdicts.
+
+Starts ``bentoml serve`` (two workers by default) on free loopback ports, in its own process
+group and with a ``BENTOML_HOME`` of its own (a ``models`` link to the store's models, so its
+Prometheus files are its own), and runs:
+
+* ``kill``: ``kill -9`` of one worker under HTTP and gRPC load. Only requests in flight on the
+  dead worker may fail; ``/readyz`` (a new connection every 50 ms) must answer within 100 ms
+  and stay 200 (the other worker still serves); recovery is the time from the kill until
+  the replacement is warm and listening.
+* ``overload``: an open loop at 4x the measured capacity (``--items`` rows per request, HTTP
+  and gRPC): only 200 and fast refusals (503 / RESOURCE_EXHAUSTED, p99 < 50 ms); then
+  single requests must be back at their idle latency within 5 s.
+* ``textcap``: a 7,000,000-character text to TF Serving REST, the friendly endpoint and gRPC
+  (413 / RESOURCE_EXHAUSTED) while small requests run (all 200).
+* ``protobuf``: malformed ``Predict`` messages, one per kind (never UNKNOWN or INTERNAL).
+* ``sigterm`` (a server of its own, last): SIGTERM to ``bentoml serve`` with 32 requests in
+  flight (16 HTTP whose bodies are still arriving, 16 gRPC): all 32 answered 200,
+  ``/readyz`` 503 and gRPC health NOT_SERVING at once, new requests refused at once, exit 0.
+
+Each row also shows the CPU other processes used meanwhile (the machine is shared). The
+exit status is non-zero when a target is missed.
+
+Typical usage::
+
+    python -m loadtest.chaos                                  # make chaos: every model
+    python -m loadtest.chaos --models imdb,translator --buckets 1,4,16,64 --scenarios kill
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import psutil
+
+from loadtest import payloads, report
+from loadtest.chaos_verdicts import (
+    IDLE_WITHIN_S,
+    Outcome,
+    Row,
+    classify,
+    exit_status,
+    fmt,
+    judge_cases,
+    judge_kill,
+    judge_overload,
+    judge_sigterm,
+    percentile,
+    render,
+)
+from loadtest.doors import door_call
+from loadtest.live_server import (
+    CpuMeter,
+    Load,
+    Server,
+    background,
+    grpc_raw,
+    health_status,
+    http_get,
+    poll_readyz,
+    post,
+    sequential,
+    serve,
+    timed,
+    wait_serving,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
+SCENARIOS = ("kill", "overload", "textcap", "protobuf", "sigterm")
+IN_FLIGHT = 32  # requests in flight when SIGTERM arrives
+BIG_TEXT_CHARS = 7_000_000
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def listeners(port: int) -> int:
+    """TCP sockets listening on ``port`` (any address), from ``/proc/net/tcp{,6}``."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+async def wait_closed(port: int, before: int, timeout: float = 10.0) -> float:
+    """When fewer than ``before`` sockets listen on ``port``: a killed worker first frees its
+    memory (10-200 ms for one holding models) and only then closes its files, so until then
+    its gRPC socket still takes connections (and resets them when it closes)."""
+    deadline = time.monotonic() + timeout
+    while listeners(port) >= before and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+    return time.monotonic()
+
+
+def _listens(pid: int, port: int) -> bool:
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
+async def wait_replacement(server: Server, index: int, dead: int, timeout: float) -> float | None:
+    """When the replacement of worker ``index`` was warm (its readiness marker names it) and
+    listening on the gRPC port; None after ``timeout`` seconds."""
+    from service.lifecycle import PeerReadiness
+
+    marker = PeerReadiness(server.workers, index, server.pid).directory / f"worker-{index}"
+    port = int(server.grpc_target.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replacement = server.worker_processes().get(index)
+        if replacement is not None and replacement.pid != dead:
+            try:
+                marked = int(marker.read_text()) == replacement.pid
+            except (OSError, ValueError):
+                marked = False
+            if marked and _listens(replacement.pid, port):
+                return time.monotonic()
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def scenario_kill(server: Server, args: argparse.Namespace) -> Row:
+    stop = asyncio.Event()
+    with CpuMeter(server.pid) as meter:
+        doors = {door: (door_call(door, "imdb", 1), args.clients) for door in ("http", "grpc")}
+        async with Load(server, doors) as load:
+            readyz = asyncio.create_task(poll_readyz(server.url, stop))
+            await asyncio.sleep(3)
+            index, victim = min(server.worker_processes().items())
+            port = int(server.grpc_target.rsplit(":", 1)[1])
+            before = listeners(port)
+            killed_at = time.monotonic()
+            victim.send_signal(signal.SIGKILL)
+            dead_at = await wait_closed(port, before)
+            print(
+                f"[kill] worker {index} (pid {victim.pid}) killed; its sockets closed after "
+                f"{(dead_at - killed_at) * 1000:.0f} ms",
+                flush=True,
+            )
+            recovered = await wait_replacement(server, index, victim.pid, args.recovery_timeout)
+            recovery_s = None if recovered is None else recovered - killed_at
+            print(f"[kill] replacement warm and listening after {fmt(recovery_s)} s", flush=True)
+            await asyncio.sleep(3)
+            stop.set()
+            outcomes = await load.stop()
+            probes = await readyz
+    _trace(args, "kill", outcomes + probes, killed_at)
+    return judge_kill(outcomes, killed_at, dead_at, probes, recovery_s, meter.other_cores)
+
+
+async def open_loop(
+    server: Server, model: str, items: int, rate: float, seconds: float
+) -> list[Outcome]:
+    """Requests sent at ``rate`` per second for ``seconds`` whatever the answers (HTTP and
+    gRPC in turn): what arrives at a server, unlike a closed loop that slows down with it."""
+    from loadtest.doors import GrpcChannels
+
+    calls = {door: door_call(door, model, items) for door in ("http", "grpc")}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    tasks: list[asyncio.Task[Outcome]] = []
+    async with (
+        aiohttp.ClientSession(server.url, connector=connector, timeout=timeout) as http,
+        GrpcChannels(server.grpc_target, concurrency=64, timeout=60) as channels,
+    ):
+        clients = {"http": http, "grpc": channels}
+        start = time.monotonic()
+        n = 0
+        while (due := start + n / rate) < start + seconds:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            door = ("http", "grpc")[n % 2]
+            tasks.append(asyncio.create_task(timed(door, calls[door](clients[door], n))))
+            n += 1
+        return list(await asyncio.gather(*tasks))
+
+
+async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
+    idle = await sequential(server, "imdb", count=20)
+    idle_ms = percentile([o.ms for o in idle if o.ok], 50) or 0.0
+    doors = {"http": (door_call("http", "imdb", args.items), args.clients)}
+    async with Load(server, doors) as load:
+        await asyncio.sleep(1)
+        window = time.monotonic()
+        await asyncio.sleep(3)
+        outcomes = await load.stop()
+    capacity = sum(o.ok and o.done >= window for o in outcomes) / (time.monotonic() - window)
+    print(
+        f"[overload] capacity {capacity:.0f} req/s of {args.items} items; idle {idle_ms:.1f} ms",
+        flush=True,
+    )
+    with CpuMeter(server.pid) as meter:
+        flood = await open_loop(server, "imdb", args.items, 4 * capacity, args.overload_s)
+        ended = max(o.done for o in flood)
+        after = await sequential(server, "imdb", seconds=IDLE_WITHIN_S + 1)
+    _trace(args, "overload", flood + after, ended)
+    return judge_overload(capacity, flood, idle_ms, after, ended, meter.other_cores)
+
+
+def big_text_requests(model: str) -> tuple[str, bytes, str, bytes, bytes]:
+    """A 7,000,000-character text for ``model``: (TF Serving REST path, body, friendly path,
+    body, serialized gRPC ``PredictRequest``)."""
+    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
+    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TRANSLATE_SIGNATURE
+    from tfserving_api.tensors import to_tensor_proto
+
+    words = "a long and winding sentence about nothing in particular "
+    text = (words * (BIG_TEXT_CHARS // len(words) + 1))[:BIG_TEXT_CHARS]
+    signature, field_name, input_name = (
+        (TRANSLATE_SIGNATURE, "sentences", "sentences")
+        if model == "translator"
+        else (PREDICT_TEXT_SIGNATURE, "texts", "text")
+    )
+    rest = json.dumps({"signature_name": signature, "instances": [text]}).encode()
+    friendly = json.dumps({field_name: [text]}).encode()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, signature
+    request.inputs[input_name].CopyFrom(to_tensor_proto(np.array([text.encode()], dtype=object)))
+    return (
+        f"/v1/models/{model}:predict",
+        rest,
+        payloads.PATHS[model],
+        friendly,
+        request.SerializeToString(),
+    )
+
+
+async def scenario_textcap(server: Server, args: argparse.Namespace) -> Row:
+    model = "translator" if "translator" in args.models else "imdb"
+    rest_path, rest_body, friendly_path, friendly_body, grpc_body = big_text_requests(model)
+    cases: list[tuple[str, set[str], Outcome]] = []
+    with CpuMeter(server.pid) as meter:
+        async with background(server, "imdb", args.clients // 4 or 1) as load:
+            await asyncio.sleep(2)
+            async with aiohttp.ClientSession(
+                server.url, timeout=aiohttp.ClientTimeout(total=60)
+            ) as http:
+                for _ in range(2):
+                    cases.append(
+                        (
+                            f"TF Serving REST {model}",
+                            {"413"},
+                            await post(http, rest_path, rest_body),
+                        )
+                    )
+                    cases.append(
+                        (
+                            f"friendly {friendly_path}",
+                            {"413"},
+                            await post(http, friendly_path, friendly_body),
+                        )
+                    )
+                    cases.append(
+                        (
+                            f"gRPC Predict {model}",
+                            {"RESOURCE_EXHAUSTED"},
+                            await grpc_raw(server.grpc_target, grpc_body),
+                        )
+                    )
+            await asyncio.sleep(2)
+            small = await load.stop()
+    return judge_cases(f"{BIG_TEXT_CHARS:,}-char text", cases, small, meter.other_cores)
+
+
+def malformed_requests() -> list[tuple[str, set[str], bytes]]:
+    """One malformed ``Predict`` message per kind, with the codes it may get."""
+    from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
+    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TENSOR_SIGNATURE
+
+    def request(
+        model: str = "imdb",
+        signature: str = PREDICT_TEXT_SIGNATURE,
+        name: str = "text",
+        tensor: Any = None,
+    ) -> bytes:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name, message.model_spec.signature_name = model, signature
+        if tensor is None:
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"a good film"])
+            tensor.tensor_shape.dim.add(size=1)
+        message.inputs[name].CopyFrom(tensor)
+        return message.SerializeToString()
+
+    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"])
+    huge.tensor_shape.dim.add(size=1_000_000_000)
+    short = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, tensor_content=b"\x01\x02\x03")
+    short.tensor_shape.dim.add(size=1)
+    short.tensor_shape.dim.add(size=4)
+    floats = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    floats.tensor_shape.dim.add(size=1)
+    valid = request()
+    bad = {"INVALID_ARGUMENT"}
+    return [
+        ("undecodable bytes (issue 10)", bad, b"\x0a\xff\xff\xff\xff\x0f"),
+        ("64 bytes of 0xff", bad, b"\xff" * 64),
+        ("truncated request", bad, valid[: len(valid) // 2]),
+        ("unknown model", {"NOT_FOUND"}, request(model="no_such_model")),
+        ("unknown signature", {"NOT_FOUND", "INVALID_ARGUMENT"}, request(signature="nope")),
+        ("unknown input name", bad, request(name="texts")),
+        ("claimed shape [1e9], one value", bad | {"RESOURCE_EXHAUSTED"}, request(tensor=huge)),
+        (
+            "tensor_content of the wrong length",
+            bad,
+            request(signature=TENSOR_SIGNATURE, name="token_ids", tensor=short),
+        ),
+        ("float where text is expected", bad, request(tensor=floats)),
+    ]
+
+
+async def scenario_protobuf(server: Server, args: argparse.Namespace) -> Row:
+    cases: list[tuple[str, set[str], Outcome]] = []
+    with CpuMeter(server.pid) as meter:
+        async with background(server, "imdb", args.clients // 4 or 1) as load:
+            for name, wanted, body in malformed_requests():
+                cases.append((name, wanted, await grpc_raw(server.grpc_target, body)))
+            health = await health_status(server.grpc_target)
+            small = await load.stop()
+    row = judge_cases("malformed protobuf", cases, small, meter.other_cores)
+    if health.status != "SERVING":
+        row.missed.append(f"gRPC health {health.status} afterwards")
+    return row
+
+
+async def slow_post(
+    url: str, path: str, body: bytes, started: asyncio.Queue[None], release: asyncio.Event
+) -> Outcome:
+    """A POST whose headers and first half of body arrive at once and the rest after
+    ``release``: a request the server has accepted and still handles."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sent = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        half = len(body) // 2
+        writer.write(head + body[:half])
+        await writer.drain()
+        started.put_nowait(None)
+        await release.wait()
+        writer.write(body[half:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "connection"
+        detail = answer.partition(b"\r\n\r\n")[2][:200].decode(errors="replace")
+    except Exception as exc:  # noqa: BLE001
+        started.put_nowait(None)
+        status, detail = classify(exc)
+    return Outcome("http", sent, time.monotonic(), status, detail)
+
+
+async def first_refusal(
+    probe: Callable[[], Awaitable[Outcome]],
+    refused: set[str],
+    signalled: float,
+    timeout: float = 5.0,
+) -> Outcome | None:
+    """Probes until the answer is a refusal; the outcome is timed from the signal."""
+    deadline = signalled + timeout
+    while time.monotonic() < deadline:
+        outcome = await probe()
+        if outcome.status in refused:
+            return Outcome(outcome.door, signalled, outcome.done, outcome.status, outcome.detail)
+        await asyncio.sleep(0.005)
+    return None
+
+
+async def scenario_sigterm(server: Server, args: argparse.Namespace) -> Row:
+    """SIGTERM to ``bentoml serve`` with ``IN_FLIGHT`` requests accepted and unanswered."""
+    from loadtest.doors import GrpcChannels, grpc_requests
+
+    half = IN_FLIGHT // 2
+    body = payloads.json_bodies("imdb", args.items)[0]
+    # gRPC requests cannot arrive slowly: take the slowest model, so they are still running.
+    slow_model, slow_items = (
+        ("translator", 8) if "translator" in args.models else ("imdb", args.items)
+    )
+    started: asyncio.Queue[None] = asyncio.Queue()
+    release = asyncio.Event()
+    proc = server.process.proc
+    assert proc is not None
+    with CpuMeter(server.pid) as meter:
+        async with GrpcChannels(server.grpc_target, concurrency=half, timeout=60) as channels:
+            for channel in channels.channels:  # connected before: the calls go out at once
+                await channel.channel_ready()
+            grpc_call = door_call("grpc", slow_model, slow_items)
+            http = [
+                asyncio.create_task(
+                    slow_post(server.url, payloads.PATHS["imdb"], body, started, release)
+                )
+                for _ in range(half)
+            ]
+            for _ in range(half):
+                await started.get()
+            grpc_requests(slow_model, slow_items)  # encoded before the clock starts
+            calls = [
+                asyncio.create_task(timed("grpc", grpc_call(channels, n))) for n in range(half)
+            ]
+            await asyncio.sleep(0.02)  # on the wire and in the server
+            in_flight = http + calls
+            still_open = sum(not task.done() for task in in_flight)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            async with aiohttp.ClientSession(
+                server.url,
+                connector=aiohttp.TCPConnector(force_close=True),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as probe_http:
+                names = ("readyz", "health", "new http", "new grpc")
+                found = await asyncio.gather(
+                    first_refusal(
+                        lambda: http_get(probe_http, f"{server.url}/readyz"), {"503"}, signalled
+                    ),
+                    first_refusal(
+                        lambda: health_status(server.grpc_target), {"NOT_SERVING"}, signalled
+                    ),
+                    first_refusal(
+                        lambda: post(probe_http, payloads.PATHS["imdb"], body), {"503"}, signalled
+                    ),
+                    first_refusal(
+                        lambda: grpc_raw(server.grpc_target, grpc_requests("imdb", 1)[0], 5),
+                        {"UNAVAILABLE"},
+                        signalled,
+                    ),
+                )
+            probes = dict(zip(names, found, strict=True))
+            await asyncio.sleep(0.2)
+            release.set()
+            outcomes = list(await asyncio.gather(*in_flight))
+            try:
+                exit_code = await asyncio.to_thread(proc.wait, server.grace_s + 60)
+                exit_s: float | None = time.monotonic() - signalled
+            except Exception:  # noqa: BLE001 (subprocess.TimeoutExpired: judged below)
+                exit_code, exit_s = None, None
+    print(f"[sigterm] exit {exit_code} after {fmt(exit_s)} s", flush=True)
+    return judge_sigterm(
+        outcomes, still_open, probes, exit_code, exit_s, server.grace_s, meter.other_cores
+    )
+
+
+SCENARIO_RUNS: dict[str, Callable[[Server, argparse.Namespace], Awaitable[Row]]] = {
+    "kill": scenario_kill,
+    "overload": scenario_overload,
+    "textcap": scenario_textcap,
+    "protobuf": scenario_protobuf,
+    "sigterm": scenario_sigterm,
+}
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _trace(args: argparse.Namespace, name: str, outcomes: list[Outcome], origin: float) -> None:
+    """With ``--trace``: every outcome of a scenario, times relative to ``origin``."""
+    if not args.trace:
+        return
+    rows = [{**asdict(o), "sent": o.sent - origin, "done": o.done - origin} for o in outcomes]
+    (args.out.parent / f"chaos-trace-{name}.json").write_text(json.dumps(rows))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.chaos", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(ALL_MODELS),
+        help="models the server loads (imdb is required; default: all six)",
+    )
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="default: %(default)s")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--buckets", default="", help="SERVICE_BATCH_BUCKETS (default: the service's)"
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=32,
+        help="items per request under overload and in flight at SIGTERM",
+    )
+    parser.add_argument("--clients", type=int, default=16, help="closed-loop clients per door")
+    parser.add_argument("--overload-s", type=float, default=10.0, help="seconds at 4x capacity")
+    parser.add_argument("--recovery-timeout", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "chaos.json")
+    parser.add_argument("--trace", action="store_true", help="write every request's outcome")
+    args = parser.parse_args(argv)
+    args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    args.scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    if "imdb" not in args.models:
+        parser.error("--models must include imdb (the scenarios' small requests)")
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.workers < 2 and "kill" in args.scenarios:
+        parser.error("the kill scenario needs --workers 2 or more")
+    return args
+
+
+def serve_for(args: argparse.Namespace, name: str) -> Any:
+    log = args.out.parent / f"chaos-{name}.log"
+    return serve(args.models, args.workers, log, args.buckets)
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    """Every requested scenario; ``sigterm`` last, on a server of its own."""
+    rows: list[Row] = []
+    shared = [name for name in args.scenarios if name != "sigterm"]
+    if shared:
+        with serve_for(args, "main") as server:
+            asyncio.run(wait_serving(server.grpc_target))
+            for name in shared:
+                print(f"[{name}] ...", flush=True)
+                rows.append(asyncio.run(SCENARIO_RUNS[name](server, args)))
+    if "sigterm" in args.scenarios:
+        with serve_for(args, "sigterm") as server:
+            asyncio.run(wait_serving(server.grpc_target))
+            rows.append(asyncio.run(scenario_sigterm(server, args)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    machine = report.describe_machine()
+    print(report.machine_line(machine), flush=True)
+    started = time.time()
+    rows = run(args)
+    table = render(rows)
+    print()
+    print(table)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "config": {
+                    k: v if isinstance(v, str | int | float | tuple) else str(v)
+                    for k, v in vars(args).items()
+                },
+                "rows": [{**asdict(row), "met": row.met} for row in rows],
+                "elapsed_s": time.time() - started,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    args.out.with_suffix(".md").write_text(table + "\n")
+    status = exit_status(rows)
+    print(f"\n{'every target met' if status == 0 else 'TARGETS MISSED'}; wrote {args.out}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
