@@ -4,7 +4,9 @@ Started by the service's ``on_startup`` hook (:func:`serve`) on ``$GRPC_HOST:$GR
 (default ``0.0.0.0:8500``) in the worker's own event loop, so a gRPC request reaches the
 same :class:`~service.engine.ServedModel` — and so the same batch queues — as
 the HTTP doors. Several workers share the port (gRPC sets ``SO_REUSEPORT`` on
-Linux). Stopped gracefully by the ``on_shutdown`` hook.
+Linux). On SIGTERM (:meth:`GrpcServer.begin_shutdown`) health turns NOT_SERVING and new calls
+are refused with UNAVAILABLE while the calls in flight finish (they are registered in the
+worker's :class:`~service.lifecycle.Drain`); the ``on_shutdown`` hook then stops the server.
 
 Services:
 
@@ -45,6 +47,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from service import grpc_codec as codec
 from service.config import _int
 from service.grpc_servicers import Models, ModelServicer, PredictionServicer, Undecodable
+from service.lifecycle import SHUTTING_DOWN, Drain
 from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -143,18 +146,43 @@ def _tolerant(parse: t.Callable[[bytes], t.Any]) -> t.Callable[[bytes], t.Any]:
     return deserialize
 
 
+def _drained(behavior: t.Callable[..., t.Awaitable[t.Any]], drain: Drain) -> t.Callable:
+    async def call(request: t.Any, context: grpc.aio.ServicerContext) -> t.Any:
+        if not drain.accepting:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        task = asyncio.current_task()
+        if task is None:
+            return await behavior(request, context)
+        drain.in_flight.add(task)
+        try:
+            return await behavior(request, context)
+        finally:
+            drain.in_flight.discard(task)
+
+    return call
+
+
 def add_tolerant_servicer(
-    add: t.Callable[[t.Any, t.Any], None], servicer: t.Any, server: t.Any
+    add: t.Callable[[t.Any, t.Any], None],
+    servicer: t.Any,
+    server: t.Any,
+    drain: Drain | None = None,
 ) -> None:
     """``add(servicer, server)`` (a generated ``add_*Servicer_to_server``), except that bytes
     that do not parse as the request message reach the handler as :class:`Undecodable`
-    instead of failing inside gRPC (which answers ``UNKNOWN`` and logs a traceback)."""
+    instead of failing inside gRPC (which answers ``UNKNOWN`` and logs a traceback), and,
+    with a ``drain``, every unary call is registered in it and refused with UNAVAILABLE
+    once it is closed."""
     recorder = _Recorder()
     add(servicer, recorder)
-    handlers = {
-        name: handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-        for name, handler in recorder.handlers.items()
-    }
+    handlers = {}
+    for name, handler in recorder.handlers.items():
+        changes: dict[str, t.Any] = {
+            "request_deserializer": _tolerant(handler.request_deserializer)
+        }
+        if drain is not None and handler.unary_unary is not None:
+            changes["unary_unary"] = _drained(handler.unary_unary, drain)
+        handlers[name] = handler._replace(**changes)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(recorder.service, handlers),)
     )
@@ -191,11 +219,16 @@ class GrpcServer:
     """The gRPC server of one worker: servicers, health, reflection, readiness."""
 
     def __init__(
-        self, models: Models, settings: GrpcSettings, ready: t.Callable[[], bool] | None = None
+        self,
+        models: Models,
+        settings: GrpcSettings,
+        ready: t.Callable[[], bool] | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.models = models
         self.ready = ready or (lambda: models.ready)
         self.settings = settings
+        self.drain = drain
         self.port: int | None = None
         self.health = health.aio.HealthServicer()
         max_bytes = models.limits.max_bytes + MESSAGE_MARGIN_BYTES
@@ -210,11 +243,13 @@ class GrpcServer:
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
             PredictionServicer(models),
             self.server,
+            drain,
         )
         add_tolerant_servicer(
             model_service_pb2_grpc.add_ModelServiceServicer_to_server,
             ModelServicer(models),
             self.server,
+            drain,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -264,17 +299,25 @@ class GrpcServer:
                 serving = now
             await asyncio.sleep(POLL_READY_S)
 
-    async def stop(self) -> None:
-        """Health NOT_SERVING, refuse new calls, let calls in flight finish (``GRPC_GRACE_S``)."""
-        await self.health.enter_graceful_shutdown()
+    async def begin_shutdown(self) -> None:
+        """Health NOT_SERVING for good (a drain, closed by the caller, refuses new calls).
+        Health and reflection keep answering until :meth:`stop`."""
         if self._watch is not None:
             self._watch.cancel()
-        await self.server.stop(self.settings.grace_s)
+            self._watch = None
+        await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, let calls in flight finish for ``grace_s``
+        seconds (default ``GRPC_GRACE_S``), then cancel them."""
+        await self.begin_shutdown()
+        await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
         logger.info("gRPC server stopped")
 
 
-async def serve(server: t.Any) -> GrpcServer | None:
-    """Starts the gRPC door of a :class:`service.service.ModelServer` (its startup hook).
+async def serve(server: t.Any, drain: Drain | None = None) -> GrpcServer | None:
+    """Starts the gRPC door of a :class:`service.service.ModelServer` (its startup hook);
+    its calls are registered in ``drain`` (see :class:`service.lifecycle.Drain`).
 
     Returns:
         The running server, or ``None`` with ``GRPC_ENABLED=0``.
@@ -293,6 +336,6 @@ async def serve(server: t.Any) -> GrpcServer | None:
         ),
         reload=server.engine.reload,
     )
-    grpc_server = GrpcServer(models, settings, server.ready)
+    grpc_server = GrpcServer(models, settings, server.ready, drain)
     await grpc_server.start()
     return grpc_server

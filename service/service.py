@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
+import time
 import typing as t
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +40,14 @@ from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, ServedModel
 from service.errors import ServingError, error_response, log_refusal
 from service.http_router import FastRoutes
-from service.lifecycle import PeerReadiness
+from service.lifecycle import (
+    DRAIN,
+    PeerReadiness,
+    RefuseWhileDraining,
+    on_stop_signal,
+    open_when_warm,
+)
+from service.logs import configure_logging
 from service.metrics import track
 from service.model_versions import ModelVersions
 from service.schemas import (
@@ -56,6 +64,7 @@ from service.schemas import (
 )
 
 SETTINGS = ServingSettings.from_env()
+configure_logging(SETTINGS.log_format)
 # One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
 _CARD = cuda_device_for_worker(
     bentoml.server_context.worker_index, SETTINGS.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -129,6 +138,8 @@ class ModelServer:
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
         )
         self.stopping = False
+        self.grpc: t.Any = None  # service.grpc_server.GrpcServer once the doors are open
+        self._stop_deadline: float | None = None
 
     @property
     def models(self) -> dict[str, ModelVersions]:
@@ -161,18 +172,43 @@ class ModelServer:
         return self.ready()
 
     @bentoml.on_startup
-    async def _start_grpc(self) -> None:
-        """TF Serving's gRPC API on ``$GRPC_PORT``, in this worker's event loop."""
+    async def _start(self) -> None:
+        """Graceful shutdown on SIGTERM, then TF Serving's gRPC API on ``$GRPC_PORT`` in this
+        worker's event loop. A replacement for a crashed worker returns (so uvicorn starts
+        accepting HTTP) and binds gRPC only once its models are warm."""
         from service import grpc_server
 
-        self.grpc = await grpc_server.serve(self)
+        on_stop_signal(self._begin_shutdown)
+        await open_when_warm(self.peers, self._settled, lambda: self.stopping)
+        if self.engine.ready:
+            self.ready()  # a replacement marks itself ready before its doors open
+        if not self.stopping:
+            self.grpc = await grpc_server.serve(self, DRAIN)
+
+    def _settled(self) -> bool:
+        return self.engine.ready or self.engine.settled()
+
+    async def _begin_shutdown(self) -> None:
+        """SIGTERM: unready at once, new requests refused, the accepted ones finish (for up
+        to ``SERVICE_GRACE_S``); uvicorn then closes and :meth:`_stop` unloads the models."""
+        self.stopping = True  # /readyz 503 and gRPC health NOT_SERVING at once
+        self.peers.withdraw()  # ... in every worker of this server
+        self._stop_deadline = time.monotonic() + self.settings.grace_s
+        DRAIN.close()
+        if self.grpc is not None:
+            await self.grpc.begin_shutdown()
+        await DRAIN.finish(self.settings.grace_s)
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
-        self.stopping = True  # not ready any more: /readyz and health turn false at once
+        self.stopping = True
         self.peers.withdraw()
-        if getattr(self, "grpc", None) is not None:
-            await self.grpc.stop()
+        DRAIN.close()
+        if self.grpc is not None:
+            left = self.settings.grace_s
+            if self._stop_deadline is not None:
+                left = max(0.0, self._stop_deadline - time.monotonic())
+            await self.grpc.stop(left)
         await self.engine.close()
 
     async def _answer(
@@ -290,5 +326,7 @@ class ModelServer:
         )
 
 
-# Outermost of the service's middleware: the hot routes skip BentoML's per-request machinery.
+# Outermost of the service's middleware: once shutting down, new requests are refused at once.
+ModelServer.add_asgi_middleware(RefuseWhileDraining, drain=DRAIN)
+# Next: the hot routes skip BentoML's per-request machinery.
 ModelServer.add_asgi_middleware(FastRoutes, settings=SETTINGS, apis=ModelServer.apis)
