@@ -16,7 +16,7 @@ DURATION   ?= 60s
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test train build loadtest bench clean
+.PHONY: install serve test train build loadtest bench chaos soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ loadtest: $(STAMP)
 ## Service vs in-process ceiling vs naive server (reports/bench.json); e.g. BENCH_ARGS="--models imdb --quick".
 bench: $(STAMP)
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+## Reliability scenarios against a real 2-worker server (reports/chaos.json); e.g. CHAOS_ARGS="--scenarios kill".
+chaos: $(STAMP)
+	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
+
+## Mixed Locust traffic on both protocols for DURATION (e.g. make soak DURATION=30m): errors, RSS, p99 drift.
+soak: $(STAMP)
+	$(PY) -m loadtest.soak --duration $(DURATION) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
