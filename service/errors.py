@@ -14,6 +14,8 @@ from http import HTTPStatus
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
+
 
 class ServingError(BentoMLException):
     """Base of every error the service reports to a client on purpose."""
@@ -22,6 +24,10 @@ class ServingError(BentoMLException):
     grpc_code = "INTERNAL"
 
     def __init__(self, message: str):
+        # Messages quote what the client sent: lone surrogates (valid JSON escapes, not
+        # encodable text) and control characters must not break the answer or forge log lines.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        message = message.translate(_CONTROL_ESCAPES)
         super().__init__(message, error_code=self.error_code)
         self.message = message
 

@@ -207,7 +207,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         signature = fit(client.info, request.model_spec.signature_name)
         with track(client.info.name, "grpc"):
             self.models.check_size(request)
-            batch = codec.examples_batch(request.input, signature.input, self.models.limits)
+            batch = codec.examples_batch(
+                request.input,
+                signature.input,
+                self.models.limits,
+                codec.token_vocab(signature, client.info.vocab_size),
+            )
             outputs = await client.run(signature.name, batch)
         return client, signature, outputs
 

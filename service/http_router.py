@@ -121,7 +121,18 @@ class FastRoutes:
         if scope["type"] != "http" or not self._is_fast(scope["path"]):
             return await self.app(scope, receive, send)
         token = request_deadline.set(time.monotonic() + self.timeout_s)
+        started = False
+
+        async def tracked(message: t.MutableMapping[str, t.Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.fast(scope, receive, send)
+            await self.fast(scope, receive, tracked)
+        except Exception:  # a fault of ours: answered at once, never left to time out
+            logger.exception("%s %s failed", scope.get("method"), scope["path"])
+            if not started:
+                await internal_error_response()(scope, receive, send)
         finally:
             request_deadline.reset(token)

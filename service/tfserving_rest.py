@@ -62,7 +62,7 @@ def parse_predict_request(
     """
     try:
         payload = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a 5000-digit int
         raise InvalidInput(f"request body: not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidInput("request body: JSON nested too deeply") from None

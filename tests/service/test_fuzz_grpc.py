@@ -134,10 +134,6 @@ F, I32, I64 = types_pb2.DT_FLOAT, types_pb2.DT_INT32, types_pb2.DT_INT64
 WINDOW = [1.0] * 10
 IDS = [1] * 500
 PIXELS = [0.5] * 28 * 28
-VOCAB_BUG = (
-    "grpc_servicers._run_examples calls codec.examples_batch without a vocabulary, so "
-    "Classify on a text model's serving_default never range-checks token ids (XLA clamps them)"
-)
 
 # (id, method, request: message or bytes, expected code, fragment of the details)
 ROWS: list[t.Any] = [
@@ -349,14 +345,12 @@ ROWS: list[t.Any] = [
         "classify token ids outside the vocabulary", "Classify",
         examples("imdb", "token_ids", "int64_list", [10**6] * 500, "serving_default"),
         Code.INVALID_ARGUMENT, "token ids must be in 0..9999",
-        marks=pytest.mark.xfail(strict=True, reason=VOCAB_BUG),
         id="classify token ids outside the vocabulary",
     ),
     pytest.param(
         "classify negative token ids", "Classify",
         examples("reuters", "token_ids", "int64_list", [-5] * 200, "serving_default"),
         Code.INVALID_ARGUMENT, "token ids must be in 0..",
-        marks=pytest.mark.xfail(strict=True, reason=VOCAB_BUG),
         id="classify negative token ids",
     ),
     ("regress nan", "Regress", regress("window", "float_list", [float("nan")] * 10),

@@ -134,6 +134,14 @@ def body(payload: t.Any) -> dict[str, bytes]:
 
 # (id, method, path, httpx request kwargs, expected status or statuses, fragment of "error")
 REST_ROWS = [
+    # ---- text the error message quotes back: lone surrogates (valid JSON escapes), huge ints
+    ("lone surrogate in signature_name", "POST", "/v1/models/imdb:predict",
+     {"content": b'{"signature_name": "\\ud800", "instances": [[1]]}'}, 404,
+     "no signature '\\ud800'"),
+    ("lone surrogate in a field name", "POST", "/v1/models/imdb:predict",
+     {"content": b'{"\\udc80": 1}'}, 400, "\\udc80: unknown field"),
+    ("integer of 5000 digits", "POST", "/v1/models/imdb:predict",
+     {"content": b'{"instances": [' + b"1" * 5000 + b"]}"}, 400, "request body: not valid JSON"),
     # ---- not JSON, or not an object
     ("truncated json", "POST", "/v1/models/imdb:predict", {"content": b'{"instances": [[1'},
      400, "request body: not valid JSON"),
@@ -432,62 +440,6 @@ def test_random_tfserving_requests_are_answered_or_a_4xx(http):
         assert_client_error_shape(response.status_code, response.content, f"{method} {path}")
 
     fuzz()
-
-
-# ---------------------------------------------------------------- known bugs, in process
-
-REST_BUGS = [
-    pytest.param(
-        b'{"signature_name": "\\ud800", "instances": [[1]]}',
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=UnicodeEncodeError,
-            reason="a lone surrogate escape in a TF Serving REST body reaches an error message "
-            "that error_response cannot encode: 500 after a 60 s hang, and the log line fails",
-        ),
-        id="lone surrogate in signature_name",
-    ),
-    pytest.param(
-        b'{"\\udc80": 1}',
-        marks=pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason="as above"),
-        id="lone surrogate in a field name",
-    ),
-    pytest.param(
-        b'{"instances": [' + b"1" * 5000 + b"]}",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=ValueError,
-            reason="parse_predict_request catches JSONDecodeError, not the ValueError of an "
-            "integer over Python's 4300-digit limit: 500 with a traceback",
-        ),
-        id="integer of 5000 digits",
-    ),
-]
-
-
-@pytest.mark.parametrize("payload", REST_BUGS)
-def test_known_rest_bugs_answer_a_4xx(payload):
-    """Reproduced in process, not against the shared server: each answers 500 there (one
-    after a 60 s hang), which other modules' checks for no 500 in /metrics would see. Once
-    fixed (an XPASS fails this test), move the row to REST_ROWS."""
-    from service.catalog import ModelInfo, SignatureSpec, TensorSpec
-    from service.errors import ServingError, error_response
-    from service.tfserving_rest import parse_predict_request
-
-    ids = TensorSpec("token_ids", "int32", (None, 500))
-    info = ModelInfo(
-        name="imdb",
-        version=1,
-        variant="lstm",
-        tag="imdb:test",
-        labels=(),
-        signatures={"serving_default": SignatureSpec("serving_default", {"token_ids": ids}, {})},
-        vocab_size=10_000,
-    )
-    with pytest.raises(ServingError) as caught:
-        parse_predict_request(payload, info, max_rows=64)
-    response = error_response(caught.value)
-    assert_client_error_shape(response.status_code, bytes(response.body), payload[:40].decode())
 
 
 # ---------------------------------------------------------------- afterwards
