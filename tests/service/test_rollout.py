@@ -159,7 +159,8 @@ def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
     versions = sorted(v for v, s in _status(server.url).items() if s["state"] != "END")
     new = versions[-1]
     old = new - 1
-    _reload(server, {"imdb": {"versions": [old, new], "labels": {"stable": old, "canary": new}}})
+    # "all": v1 comes back, the corrupt version stays END (it is not loaded again).
+    _reload(server, {"imdb": {"versions": "all", "labels": {"stable": old, "canary": new}}})
     # Both workers: each applies the config (one through the RPC, the other within a second).
     _wait(lambda: _available(server.url) == [old, new], what="both versions available")
     time.sleep(2 * POLL_S)
@@ -202,7 +203,7 @@ def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
     thread.start()
     try:
         time.sleep(3)
-        _reload(server, {"imdb": {"versions": [old, new], "labels": {"stable": new}}})
+        _reload(server, {"imdb": {"versions": "all", "labels": {"stable": new}}})
         time.sleep(3 * POLL_S)
     finally:
         stop.set()
