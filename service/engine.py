@@ -291,6 +291,8 @@ class Engine:
             ConfigError: the config file cannot be read.
         """
         stored = self.source()
+        if self.settings.model_config and not os.path.isfile(self.settings.model_config):
+            raise ConfigError(f"SERVICE_MODEL_CONFIG={self.settings.model_config}: no such file")
         config = self._changed(self.settings.model_config, load_model_config) or self.config
         config = self._changed(self.shared_config, _read_shared) or config
         self._check(config, stored)

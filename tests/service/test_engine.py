@@ -18,7 +18,7 @@ from service.catalog import ModelInfo, StoredVersion
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine, State, request_deadline
 from service.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady
-from service.versions import parse_config
+from service.versions import ConfigError, parse_config
 
 SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1, poll_s=0)
 
@@ -282,3 +282,14 @@ def test_a_version_removed_from_the_store_is_unloaded(trained_store, run):
     run(_until(lambda: 2 not in engine.models["cosine"].versions))
     assert retired.state is State.END
     assert engine.model("cosine").info.version == 1
+
+
+def test_a_missing_config_file_stops_the_start(tmp_path, run):
+    settings = replace(SETTINGS, model_config=str(tmp_path / "missing.yaml"))
+    engine = Engine(settings, dict, ["cosine"])
+
+    async def start():
+        engine.start()
+
+    with pytest.raises(ConfigError, match="SERVICE_MODEL_CONFIG=.*missing.yaml: no such file"):
+        run(start())
