@@ -170,13 +170,18 @@ async def scenario_kill(server: Server, args: argparse.Namespace) -> Row:
 
 
 async def open_loop(
-    server: Server, model: str, items: int, rate: float, seconds: float
+    server: Server,
+    model: str,
+    items: int,
+    rate: float,
+    seconds: float,
+    doors: tuple[str, ...] = ("http", "grpc"),
 ) -> list[Outcome]:
-    """Requests sent at ``rate`` per second for ``seconds`` whatever the answers (HTTP and
-    gRPC in turn): what arrives at a server, unlike a closed loop that slows down with it."""
+    """Requests sent at ``rate`` per second for ``seconds`` whatever the answers (``doors``
+    in turn): what arrives at a server, unlike a closed loop that slows down with it."""
     from loadtest.doors import GrpcChannels
 
-    calls = {door: door_call(door, model, items) for door in ("http", "grpc")}
+    calls = {door: door_call(door, model, items) for door in doors}
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     tasks: list[asyncio.Task[Outcome]] = []
@@ -189,7 +194,7 @@ async def open_loop(
         n = 0
         while (due := start + n / rate) < start + seconds:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            door = ("http", "grpc")[n % 2]
+            door = doors[n % len(doors)]
             tasks.append(asyncio.create_task(timed(door, calls[door](clients[door], n))))
             n += 1
         return list(await asyncio.gather(*tasks))

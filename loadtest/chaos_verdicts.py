@@ -240,10 +240,22 @@ def judge_overload(
             f"{len(failed)} neither answered nor refused "
             f"({', '.join(sorted({o.status for o in failed}))})"
         )
+    by_door = {
+        door: [o.ms for o in outcomes if o.door == door and o.status in REFUSED]
+        for door in sorted({o.door for o in outcomes})
+    }
+    row.notes.append(
+        "refusals by door: "
+        + ", ".join(
+            f"{door} {len(ms)} (p99 {fmt(percentile(ms, 99))} ms)" for door, ms in by_door.items()
+        )
+    )
     if not refused:
         row.missed.append("nothing was refused: the overload never reached the queue cap")
-    elif p99_refused is not None and p99_refused > REFUSAL_P99_MS:
-        row.missed.append(f"refusals p99 {p99_refused:.1f} ms (target < {REFUSAL_P99_MS:.0f})")
+    for door, ms in by_door.items():
+        worst = percentile(ms, 99)
+        if worst is not None and worst > REFUSAL_P99_MS:
+            row.missed.append(f"{door} refusals p99 {worst:.1f} ms (target < {REFUSAL_P99_MS:.0f})")
     if recovered is None or recovered > IDLE_WITHIN_S:
         row.missed.append(
             f"idle latency not back within {IDLE_WITHIN_S:.0f} s ({fmt(recovered)} s)"
@@ -256,15 +268,18 @@ def idle_threshold_ms(idle_ms: float) -> float:
     return max(2 * idle_ms, idle_ms + 5.0)
 
 
-def idle_recovery(after: list[Outcome], overload_end: float, idle_ms: float) -> float | None:
-    """Seconds from the overload's end until single requests stayed at idle latency (the
-    send time of the first of the final run of usual answers), None if never."""
-    if not after or not after[-1].ok or after[-1].ms > idle_threshold_ms(idle_ms):
-        return None
-    first = len(after) - 1
-    while first > 0 and after[first - 1].ok and after[first - 1].ms <= idle_threshold_ms(idle_ms):
-        first -= 1
-    return max(0.0, after[first].sent - overload_end)
+def idle_recovery(
+    after: list[Outcome], overload_end: float, idle_ms: float, run: int = 5
+) -> float | None:
+    """Seconds from the overload's end until single requests were back at their usual
+    latency: the send time of the first of ``run`` consecutive usual answers (one slow
+    answer later on is the machine's noise, not the overload's), None if never."""
+    threshold = idle_threshold_ms(idle_ms)
+    usual = [o.ok and o.ms <= threshold for o in after]
+    for first in range(len(after) - run + 1):
+        if all(usual[first : first + run]):
+            return max(0.0, after[first].sent - overload_end)
+    return None
 
 
 def judge_cases(

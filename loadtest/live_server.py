@@ -42,8 +42,9 @@ Call = Callable[[Any, int], Awaitable[None]]
 
 
 class CpuMeter:
-    """CPU used by other processes (the machine's busy time minus the server's process tree
-    and this process), sampled every 0.5 s so that a worker that dies is still counted."""
+    """CPU used by other processes: the machine's busy time minus this process, everything
+    it started (the server, a Locust run) and the server's tree, sampled every 0.5 s so that
+    a worker that dies is still counted."""
 
     def __init__(self, root_pid: int) -> None:
         self.root_pid = root_pid
@@ -53,11 +54,14 @@ class CpuMeter:
         self._task: asyncio.Task[None] | None = None
 
     def _ours(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.root_pid)
-            return [root, *root.children(recursive=True), psutil.Process()]
-        except psutil.NoSuchProcess:
-            return [psutil.Process()]
+        me = psutil.Process()
+        found = {me.pid: me}
+        for root in (me, self.root_pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = root if isinstance(root, psutil.Process) else psutil.Process(root)
+                for child in [process, *process.children(recursive=True)]:
+                    found.setdefault(child.pid, child)
+        return list(found.values())
 
     def sample(self) -> None:
         times = psutil.cpu_times()

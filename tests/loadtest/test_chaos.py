@@ -126,17 +126,19 @@ def test_sigterm_misses(change: dict, missed: str) -> None:
     assert any(missed in text for text in row.missed), row.missed
 
 
-def test_idle_recovery_is_the_start_of_the_final_run_of_usual_answers() -> None:
-    after = [ok("http", 10.1, 40), ok("http", 10.5, 8), ok("http", 11.0, 30), ok("http", 12.0, 6)]
-    assert idle_recovery(after, 10.0, idle_ms=5.0) == pytest.approx(2.0)
-    assert idle_recovery([ok("http", 10.1, 40)], 10.0, idle_ms=5.0) is None
+def test_idle_recovery_is_the_start_of_five_usual_answers_in_a_row() -> None:
+    slow = [ok("http", 10.1, 40), ok("http", 10.5, 8), ok("http", 11.0, 30)]
+    usual = [ok("http", 12.0 + i / 10, 6) for i in range(5)]
+    blip = [ok("http", 13.0, 30), ok("http", 13.1, 6)]
+    assert idle_recovery(slow + usual + blip, 10.0, idle_ms=5.0) == pytest.approx(2.0)
+    assert idle_recovery(slow + usual[:4], 10.0, idle_ms=5.0) is None
     assert idle_recovery([], 10.0, idle_ms=5.0) is None
 
 
 def test_overload_wants_only_answers_and_fast_refusals() -> None:
     flood = [ok("http", 0.0, 400) for _ in range(50)]
     flood += [failed("grpc", 0.0, "RESOURCE_EXHAUSTED", 3) for _ in range(50)]
-    after = [ok("http", 11.0, 5)]
+    after = [ok("http", 11.0 + i / 10, 5) for i in range(5)]
     row = judge_overload(25.0, flood, 5.0, after, 10.0, 0.0)
     assert row.met, row.missed
     slow = flood + [failed("http", 0.0, "503", 80) for _ in range(10)]
@@ -145,7 +147,7 @@ def test_overload_wants_only_answers_and_fast_refusals() -> None:
     )
     broken = flood + [failed("http", 0.0, "500")]
     assert judge_overload(25.0, broken, 5.0, after, 10.0, 0.0).failures == 1
-    late = [ok("http", 16.0, 5)]
+    late = [ok("http", 16.0 + i / 10, 5) for i in range(5)]
     assert any(
         "idle latency" in text for text in judge_overload(25.0, flood, 5.0, late, 10.0, 0.0).missed
     )
