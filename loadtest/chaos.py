@@ -80,6 +80,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALL_MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
 SCENARIOS = ("kill", "overload", "textcap", "protobuf", "sigterm")
 IN_FLIGHT = 32  # requests in flight when SIGTERM arrives
+CAPACITY_CLIENTS = 32  # closed-loop clients that measure the capacity the overload is 4x of
 BIG_TEXT_CHARS = 7_000_000
 
 
@@ -240,7 +241,8 @@ def flood_from_processes(
 async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
     idle = await sequential(server, "imdb", count=20)
     idle_ms = percentile([o.ms for o in idle if o.ok], 50) or 0.0
-    doors = {"http": (door_call("http", "imdb", args.items), args.clients)}
+    # Capacity: enough closed-loop clients to keep both workers' queues busy.
+    doors = {"http": (door_call("http", "imdb", args.items), CAPACITY_CLIENTS)}
     async with Load(server, doors) as load:
         await asyncio.sleep(1)
         window = time.monotonic()
