@@ -179,14 +179,13 @@ class ModelServer:
         from service import grpc_server
 
         on_stop_signal(self._begin_shutdown)
-        await open_when_warm(self.peers, self._settled, lambda: self.stopping)
+        # A replacement whose model failed to load keeps waiting (the engine logged why):
+        # its peers serve, and a worker that would answer 503 must not take connections.
+        await open_when_warm(self.peers, lambda: self.engine.ready, lambda: self.stopping)
         if self.engine.ready:
             self.ready()  # a replacement marks itself ready before its doors open
         if not self.stopping:
             self.grpc = await grpc_server.serve(self, DRAIN)
-
-    def _settled(self) -> bool:
-        return self.engine.ready or self.engine.settled()
 
     async def _begin_shutdown(self) -> None:
         """SIGTERM: unready at once, new requests refused, the accepted ones finish (for up
