@@ -338,9 +338,7 @@ class Engine:
             try:
                 shared = self._changed(self.shared_config, _read_shared)
                 if shared is not None:
-                    stored = await asyncio.to_thread(self.source)
-                    self._check(shared, stored)
-                    self._apply(shared, stored)
+                    await self._adopt(shared)
                 if (
                     self.settings.poll_s > 0
                     and time.monotonic() - last_poll >= self.settings.poll_s
@@ -357,11 +355,14 @@ class Engine:
 
     async def poll(self) -> None:
         """One look at the store and the config file; applies what changed."""
-        stored = await asyncio.to_thread(self.source)
         changed = await asyncio.to_thread(
             self._changed, self.settings.model_config, load_model_config
         )
-        config = changed or self.config
+        await self._adopt(changed or self.config)
+
+    async def _adopt(self, config: ServingConfig) -> None:
+        """Checks ``config`` against what the store holds now, then applies both."""
+        stored = await asyncio.to_thread(self.source)
         self._check(config, stored)
         self._apply(config, stored)
 
@@ -373,9 +374,7 @@ class Engine:
             InvalidInput: a model or version the config names does not exist.
             TimeoutError: loading took longer than ``timeout_s``.
         """
-        stored = await asyncio.to_thread(self.source)
-        self._check(config, stored)
-        self._apply(config, stored)
+        await self._adopt(config)
         if self.shared_config is not None:
             _write_shared(self.shared_config, config)
             self._stamps[str(self.shared_config)] = os.stat(self.shared_config).st_mtime_ns

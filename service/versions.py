@@ -69,7 +69,6 @@ class ServingConfig:
     """Every model's config; models it does not name get :class:`ModelConfig` defaults."""
 
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
-    source: str = "defaults"
 
     def for_model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig()
@@ -128,7 +127,7 @@ def parse_config(raw: Any, source: str = "config") -> ServingConfig:
             leaves out (the message names the field).
     """
     if raw is None:
-        return ServingConfig(source=source)
+        return ServingConfig()
     if not isinstance(raw, Mapping) or set(raw) - {"models"}:
         raise ConfigError(f"{source}: expected a mapping with one key, 'models'")
     models = raw.get("models")
@@ -156,7 +155,7 @@ def parse_config(raw: Any, source: str = "config") -> ServingConfig:
                     f"(versions: {list(policy.specific)})"
                 )
         parsed[str(name)] = ModelConfig(policy=policy, labels=labels)
-    return ServingConfig(models=parsed, source=source)
+    return ServingConfig(models=parsed)
 
 
 def load_model_config(path: str | Path) -> ServingConfig:
