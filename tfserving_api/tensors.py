@@ -211,7 +211,7 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     size = int(np.prod(shape, dtype=np.int64))
     if row is STRING:
         items = (
-            _decode_string_list(proto.tensor_content, size)
+            decode_packed_strings(proto.tensor_content, size)
             if proto.tensor_content
             else proto.string_val
         )
@@ -255,27 +255,60 @@ def _typed_values(proto: TensorProto, row: DType) -> np.ndarray:
     return raw
 
 
-def _decode_string_list(content: bytes, count: int) -> list[bytes]:
-    """TF C++'s packed string form (`AsProtoTensorContent`): `count` varint lengths, then data."""
+# Protobuf's own reader stops there: 10 bytes carry 64 bits.
+MAX_VARINT_BYTES = 10
+
+
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """One base-128 varint of ``data`` at ``pos``: ``(value, position after it)``.
+
+    At most `MAX_VARINT_BYTES` bytes are read, so the cost is bounded whatever the input
+    (an unbounded reader would grow a Python int across any run of continuation bytes).
+
+    Raises:
+        TensorError: the varint is longer than 10 bytes, or the data ends inside it.
+    """
+    value = shift = 0
+    end = min(pos + MAX_VARINT_BYTES, len(data))
+    for index in range(pos, end):
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, index + 1
+        shift += 7
+    if end - pos == MAX_VARINT_BYTES:
+        raise TensorError(f"varint longer than {MAX_VARINT_BYTES} bytes at offset {pos}")
+    raise TensorError(f"truncated varint at offset {pos}")
+
+
+def decode_packed_strings(content: bytes, count: int) -> list[bytes]:
+    """TF C++'s packed string form (`AsProtoTensorContent`): `count` varint lengths, then
+    the bytes. Linear in ``len(content)``: every length is checked against the bytes left
+    before anything is sliced.
+
+    Raises:
+        TensorError: a count or a length the content cannot hold, a bad varint, or bytes
+            left over after the last string.
+    """
+    if count > len(content):  # every string takes at least its one length byte
+        raise TensorError(f"{count} strings cannot fit in {len(content)} bytes of tensor_content")
     lengths, pos = [], 0
     for _ in range(count):
-        length = shift = 0
-        while True:
-            if pos >= len(content):
-                raise TensorError("truncated string tensor_content")
-            byte = content[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        length, pos = read_varint(content, pos)
         lengths.append(length)
-    items = []
-    for length in lengths:
+    items, left = [], len(content) - pos
+    for index, length in enumerate(lengths):
+        if length > left:
+            raise TensorError(
+                f"string {index} of {count} needs {length} bytes, tensor_content has {left} left"
+            )
         items.append(content[pos : pos + length])
         pos += length
-    if pos != len(content):
-        raise TensorError("string tensor_content does not match its shape")
+        left -= length
+    if left:
+        raise TensorError(
+            f"{left} bytes after the last string: tensor_content does not match its shape"
+        )
     return items
 
 

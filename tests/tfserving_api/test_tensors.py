@@ -9,8 +9,11 @@ from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 from tfserving_api.tensors import (
     DT_NAMES,
     DTYPES,
+    MAX_VARINT_BYTES,
     TensorError,
+    decode_packed_strings,
     dtype_for,
+    read_varint,
     to_ndarray,
     to_tensor_proto,
 )
@@ -96,6 +99,65 @@ def test_packed_string_tensor_content() -> None:
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=b"\x02\x00\x03hiabc")
     proto.tensor_shape.dim.add(size=3)
     assert to_ndarray(proto).tolist() == [b"hi", b"", b"abc"]
+
+
+def _string_tensor(content: bytes, size: int) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=content)
+    proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+@pytest.mark.parametrize(
+    ("data", "value", "end"),
+    [
+        (b"\x00", 0, 1),
+        (b"\x7f", 127, 1),
+        (b"\xac\x02", 300, 2),
+        (b"\xff" * 9 + b"\x01", 2**64 - 1, 10),  # the longest varint protobuf writes
+        (b"\x05rest", 5, 1),
+    ],
+    ids=["zero", "one-byte", "two-bytes", "ten-bytes", "stops-at-end"],
+)
+def test_read_varint(data: bytes, value: int, end: int) -> None:
+    assert read_varint(data, 0) == (value, end)
+
+
+# Bad packed strings: one row per probe, (id, content, declared size, message fragment).
+BAD_PACKED_STRINGS = [
+    # issue 15: a varint of 256,000 continuation bytes was read into a growing int (quadratic)
+    ("varint-256k", b"\xff" * 256_000 + b"\x01", 1, "varint longer than 10 bytes"),
+    ("varint-11", b"\xff" * MAX_VARINT_BYTES + b"\x01", 1, "varint longer than 10 bytes"),
+    ("varint-truncated", b"\x80\x80", 1, "truncated"),
+    ("length-past-end", b"\x02\x00\x03hi", 3, "string 2 of 3 needs 3 bytes"),
+    ("length-past-end-first", b"\x05ab", 1, "string 0 of 1 needs 5 bytes"),
+    ("huge-length", b"\xff\xff\xff\xff\x0fab", 1, "needs 4294967295 bytes"),
+    ("trailing-bytes", b"\x01a" + b"extra", 1, "5 bytes after the last string"),
+    # more elements than bytes: each needs at least one length byte (refused before reading)
+    ("count-over-bytes", b"\x00" * 10, 1_000_000, "1000000 strings cannot fit in 10 bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "size", "message"),
+    [pytest.param(*row[1:], id=row[0]) for row in BAD_PACKED_STRINGS],
+)
+def test_bad_packed_strings(content: bytes, size: int, message: str) -> None:
+    with pytest.raises(TensorError, match=message):
+        to_ndarray(_string_tensor(content, size))
+
+
+def test_packed_strings_are_read_in_linear_time() -> None:
+    # 4 MB of one-byte strings: quadratic work (or a Python int per continuation byte) would
+    # take minutes; linear work takes well under a second. A generous bound, not a benchmark.
+    import time
+
+    count = 2_000_000
+    content = b"\x01" * count + b"x" * count
+    start = time.monotonic()
+    assert len(decode_packed_strings(content, count)) == count
+    with pytest.raises(TensorError, match="varint longer"):
+        decode_packed_strings(b"\xff" * 8_000_000, 1)
+    assert time.monotonic() - start < 30
 
 
 @pytest.mark.parametrize(
