@@ -1,6 +1,6 @@
 """The friendly JSON endpoints: validate, call the model's batch queue, shape the answer.
 
-Each function takes the :class:`~service.engine.ServedModel` and the request's fields and
+Each function takes the :class:`~service.served_model.ServedModel` and the request's fields and
 returns the response body (``docs/contracts.md``, "HTTP API"). Model outputs arrive as
 numpy columns and become Python values only here.
 """
@@ -12,7 +12,7 @@ import typing as t
 import numpy as np
 
 from service.config import ServingSettings
-from service.engine import ServedModel
+from service.served_model import ServedModel
 from service.errors import InvalidInput
 from service.inputs import images_array, texts_array, window_array
 from tfserving_api.contract import (

@@ -2,7 +2,7 @@
 
 Started by the service's ``on_startup`` hook (:func:`serve`) on ``$GRPC_HOST:$GRPC_PORT``
 (default ``0.0.0.0:8500``) in the worker's own event loop, so a gRPC request reaches the
-same :class:`~service.engine.ServedModel` — and so the same batch queues — as
+same :class:`~service.served_model.ServedModel` — and so the same batch queues — as
 the HTTP doors. Several workers share the port (gRPC sets ``SO_REUSEPORT`` on
 Linux). On SIGTERM (:meth:`GrpcServer.begin_shutdown`) health turns NOT_SERVING and new calls
 are refused with UNAVAILABLE while the calls in flight finish (they are registered in the

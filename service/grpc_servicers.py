@@ -1,5 +1,5 @@
 """The RPCs of the gRPC door: TF Serving's ``PredictionService`` and ``ModelService`` over the
-worker's :class:`~service.engine.ServedModel` objects (the same batch queues as HTTP).
+worker's :class:`~service.served_model.ServedModel` objects (the same batch queues as HTTP).
 
 Every handler validates at the door (:mod:`service.grpc_codec`), counts the request in the
 same metrics as the HTTP doors (door ``grpc``) and turns a
@@ -25,7 +25,7 @@ import typing as t
 import grpc
 
 from service import grpc_codec as codec
-from service.engine import ServedModel, request_deadline
+from service.served_model import ServedModel, request_deadline
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,

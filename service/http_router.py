@@ -38,7 +38,7 @@ from starlette.routing import Route, Router
 
 from service import tfserving_rest
 from service.config import ServingSettings
-from service.engine import request_deadline
+from service.served_model import request_deadline
 from service.errors import (
     ServingError,
     error_response,

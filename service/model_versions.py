@@ -10,7 +10,7 @@ replaces a working one.
 
 Typical usage::
 
-    imdb = ModelVersions("imdb", settings, make=ServedModel)
+    imdb = ModelVersions("imdb", lambda stored: ServedModel(stored.info, stored.path, settings))
     imdb.update(stored_versions, config.for_model("imdb"))    # on the event loop
     imdb.get(label="stable").run("serving_default", batch)
 """
@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 
 from service.catalog import StoredVersion
 from service.errors import InvalidInput, ModelNotFound, NotReady
+from service.served_model import ServedModel, State
 from service.versions import ModelConfig
-
-if t.TYPE_CHECKING:
-    from service.engine import ServedModel
 
 logger = logging.getLogger("bentoml.keras_serving.versions")
 
@@ -132,7 +130,7 @@ class ModelVersions:
         """Routes to what is available, and retires what is no longer needed."""
         desired = [v for v in self.desired() if v in self.versions]
         available = {v for v, m in self.versions.items() if m.ready and v not in self._retiring}
-        settled = all(self.versions[v].state.value in ("AVAILABLE", "END") for v in desired)
+        settled = all(self.versions[v].state in (State.AVAILABLE, State.END) for v in desired)
         keep = set(desired)
         if not settled or not available & keep:
             # The replacements are still loading, or all failed: the old ones keep serving.
@@ -160,7 +158,7 @@ class ModelVersions:
                 continue
             if model.ready:
                 self._retire(version)
-            elif model.state.value == "END":  # a failed load the config no longer wants
+            elif model.state is State.END:  # a failed load the config no longer wants
                 del self.versions[version]
 
     def _retire(self, version: int) -> None:

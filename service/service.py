@@ -37,7 +37,8 @@ from service.catalog import (
     stored_versions,
 )
 from service.config import ServingSettings, cuda_device_for_worker
-from service.engine import Engine, ServedModel
+from service.engine import Engine
+from service.served_model import ServedModel
 from service.errors import ServingError, error_response, log_refusal
 from service.http_router import FastRoutes
 from service.lifecycle import (

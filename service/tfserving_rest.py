@@ -10,7 +10,7 @@ Implements, with TF Serving's JSON shapes and its ``{"error": "..."}`` error bod
 
 The codec functions are pure (JSON <-> numpy); the Starlette routes at the bottom reach the
 service through ``bentoml.get_current_service()`` and the same
-:class:`~service.engine.ServedModel` (and so the same batch queues) as every other door.
+:class:`~service.served_model.ServedModel` (and so the same batch queues) as every other door.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import pytest
 
 from service.catalog import ModelInfo, StoredVersion
 from service.config import ServingSettings, cuda_device_for_worker
-from service.engine import Engine, State, request_deadline
+from service.engine import Engine
+from service.served_model import State, request_deadline
 from service.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady
 from service.versions import ConfigError, parse_config
 
