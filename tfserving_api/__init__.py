@@ -1,9 +1,12 @@
 """TensorFlow Serving's wire protocol without TensorFlow, shared by `service/` and `clients/`.
 
-Needs only numpy, protobuf and grpcio. Three parts:
+Needs only numpy, protobuf and grpcio. Four parts:
 
 * ``tfserving_api._proto``: TF Serving's protos compiled into a private descriptor pool
-  (same message names and wire format; regenerate with ``tools/compile_protos.py``);
+  (same message names and wire format; regenerate with ``tools/compile_protos.py``), and
+  the Open Inference Protocol's (``_proto.inference``, package ``inference``);
+* `tfserving_api.open_inference`: the Open Inference Protocol's ("KServe V2") datatype
+  table, BYTES serialisation and bounded raw / contents / JSON tensor decoding;
 * `tfserving_api.tensors`: numpy <-> ``TensorProto`` through the one dtype table
   (`DTYPES`, `DT_NAMES`), raising `TensorError`;
 * `tfserving_api.contract`: signature names, label names and metadata fields.

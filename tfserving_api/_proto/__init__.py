@@ -1,1 +1,1 @@
-"""TF Serving protos compiled without TensorFlow. Generated: do not edit."""
+"""TF Serving and Open Inference Protocol protos compiled without TensorFlow. Generated: do not edit."""
