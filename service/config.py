@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from service.cpus import usable_cpus
+
 
 def _int(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name, "").strip()
@@ -64,18 +66,22 @@ def _flag(name: str) -> bool:
 DEFAULT_WORKERS = "auto"
 
 
-def _workers(raw: str, gpus: int) -> int:
-    """``SERVICE_WORKERS``: a number, or ``auto`` (one per GPU, else one per CPU core)."""
+def _workers(raw: str, gpus: int) -> tuple[int, str]:
+    """``SERVICE_WORKERS``: a number, or ``auto`` (one per GPU, else one per CPU the
+    container's quota allows: :func:`service.cpus.usable_cpus`), and where it came from."""
     raw = raw.strip().lower() or DEFAULT_WORKERS
     if raw == "auto":
-        return gpus if gpus > 0 else max(1, os.cpu_count() or 1)
+        if gpus > 0:
+            return gpus, f"SERVICE_GPUS={gpus}"
+        cpus = usable_cpus()
+        return cpus.count, cpus.source
     try:
         value = int(raw)
     except ValueError:
         raise ValueError(f"SERVICE_WORKERS={raw!r}: expected a number or auto") from None
     if value < 1:
         raise ValueError(f"SERVICE_WORKERS={value} must be >= 1")
-    return value
+    return value, f"SERVICE_WORKERS={value}"
 
 
 def bucket_for(n: int, buckets: tuple[int, ...]) -> int:
@@ -98,6 +104,8 @@ class ServingSettings:
     models: tuple[str, ...] = ()
     # Worker processes; each loads every model and serves every door (HTTP and gRPC).
     workers: int = 1
+    # Where ``workers`` came from, for the start-up log ("cgroup v2 cpu.max 200000/100000").
+    workers_source: str = ""
     # GPUs to use (0 = CPU): with GPUs, one worker per card, each on its own card.
     gpus: int = 0
     # TensorFlow intra-/inter-op threads per worker (0 = cores / workers).
@@ -156,10 +164,11 @@ class ServingSettings:
         log_format = os.environ.get("SERVICE_LOG_FORMAT", "text").strip().lower() or "text"
         if log_format not in ("text", "json"):
             raise ValueError(f"SERVICE_LOG_FORMAT={log_format!r}: expected text or json")
-        workers = _workers(os.environ.get("SERVICE_WORKERS", ""), gpus)
+        workers, workers_source = _workers(os.environ.get("SERVICE_WORKERS", ""), gpus)
         settings = cls(
             models=_names(os.environ.get("SERVICE_MODELS", "")),
             workers=workers,
+            workers_source=workers_source,
             gpus=gpus,
             tf_threads=_int("SERVICE_TF_THREADS", 0),
             xla=xla,

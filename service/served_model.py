@@ -31,6 +31,7 @@ import numpy as np
 from service.batcher import Batcher, BatchObserver
 from service.catalog import ModelInfo
 from service.config import ServingSettings, bucket_for
+from service.cpus import usable_cpus
 from service.errors import NotReady
 from service.metrics import (
     BATCH_SIZE,
@@ -241,5 +242,6 @@ class ServedModel:
 
 
 def default_tf_threads(workers: int) -> int:
-    """Intra-op threads per worker so that the workers together use every core once."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Intra-op threads per worker so that the workers together use every CPU of the
+    container's quota once (:func:`service.cpus.usable_cpus`, not the host's cores)."""
+    return max(1, usable_cpus().count // max(1, workers))

@@ -17,6 +17,7 @@ Typical usage::
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ from service.catalog import (
     stored_versions,
 )
 from service.config import ServingSettings, cuda_device_for_worker
+from service.cpus import sizing_message
 from service.engine import Engine
 from service.served_model import ServedModel
 from service.errors import ServingError, error_response, log_refusal
@@ -66,6 +68,7 @@ from service.schemas import (
 
 SETTINGS = ServingSettings.from_env()
 configure_logging(SETTINGS.log_format)
+logger = logging.getLogger("bentoml.keras_serving.service")
 # One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
 _CARD = cuda_device_for_worker(
     bentoml.server_context.worker_index, SETTINGS.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -135,6 +138,10 @@ class ModelServer:
         else:
             self.engine = Engine(SETTINGS, store_versions, MODELS, shared_config=shared)
         self.engine.start()  # loads and warms up in the background; see ready()
+        if bentoml.server_context.worker_index in (None, 1):  # once per server
+            logger.info(
+                sizing_message(SETTINGS.workers, SETTINGS.workers_source, SETTINGS.tf_threads)
+            )
         self.peers = PeerReadiness(
             SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
         )

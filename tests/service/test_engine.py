@@ -222,10 +222,11 @@ def test_one_gpu_card_per_worker(worker, gpus, visible, card):
 
 
 def test_workers_setting(monkeypatch):
-    import os
+    from service.cpus import usable_cpus
 
     monkeypatch.setenv("SERVICE_WORKERS", "auto")
-    assert ServingSettings.from_env().workers == (os.cpu_count() or 1)
+    auto = ServingSettings.from_env()
+    assert (auto.workers, auto.workers_source) == (usable_cpus().count, usable_cpus().source)
     monkeypatch.setenv("SERVICE_GPUS", "3")
     assert ServingSettings.from_env().workers == 3  # one per card
     monkeypatch.setenv("SERVICE_WORKERS", "2")

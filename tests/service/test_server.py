@@ -243,18 +243,20 @@ def test_metrics_expose_per_model_series(http):
 
 
 def test_one_worker_per_core_each_with_every_model(server, http):
-    import os
-
     import psutil
+
+    from service.cpus import usable_cpus
 
     workers = [
         child
         for child in psutil.Process(server.pid).children(recursive=True)
         if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
     ]
-    assert len(workers) == (os.cpu_count() or 1)  # SERVICE_WORKERS=auto
+    assert len(workers) == usable_cpus().count  # SERVICE_WORKERS=auto: the CPU quota
     # Each worker loaded every model in-process: no runner processes, no internal hop.
     log = server.log.read_text()
     for model in ("reuters", "imdb", "cifar", "cosine", "mnist", "translator"):
         assert log.count(f"{model} v") >= len(workers), model
     assert "runner" not in " ".join(" ".join(w.cmdline()) for w in workers)
+    # The start-up line says where the count came from (once per server).
+    assert log.count(f" from {usable_cpus().source}; ") == 1
