@@ -14,6 +14,14 @@ one shared directory, so ``/metrics`` of any worker shows the sum over all worke
 * ``keras_serving_queue_depth{model,signature}``: rows waiting (summed over live workers).
 * ``keras_serving_refused_total{model,reason}``: requests refused before the model ran:
   ``overload`` (queue full) or ``deadline`` (expired while queued).
+* ``keras_serving_inflight_requests{model}``: model requests being answered now, every door
+  (summed over live workers: per pod). With ``keras_serving_workers`` it gives the in-flight
+  requests per worker, Ray Serve's ``ongoing requests per replica``.
+* ``keras_serving_workers``: live worker processes (each sets 1).
+
+The autoscaling signals in ``deploy/`` are built from these: the mean queue wait per pod
+(``rate(..._queue_wait_seconds_sum) / rate(..._queue_wait_seconds_count)``, as Triton's chart
+scales on ``avg_time_queue_us``) by default, or in-flight requests per pod.
 """
 
 from __future__ import annotations
@@ -72,6 +80,18 @@ REFUSED = Counter(
     ["model", "reason"],
 )
 
+INFLIGHT = Gauge(
+    "keras_serving_inflight_requests",
+    "Model requests being answered now (every door), summed over the live workers.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+WORKERS = Gauge(
+    "keras_serving_workers",
+    "Live worker processes of this server (each worker sets 1).",
+    multiprocess_mode="livesum",
+)
+
 LOAD_FAILURES = Counter(
     "keras_serving_model_load_failures_total",
     "Model versions that failed to load or warm up (the version before keeps serving).",
@@ -88,6 +108,8 @@ def track(model: str, door: str) -> Iterator[None]:
     """Counts one request of ``door`` (rest, tfserving, grpc) to ``model``, by outcome."""
     from service.errors import ServingError
 
+    inflight = INFLIGHT.labels(model=model)
+    inflight.inc()
     try:
         yield
     except ServingError as exc:
@@ -100,3 +122,5 @@ def track(model: str, door: str) -> Iterator[None]:
         raise
     else:
         REQUESTS.labels(model=model, door=door, code="200").inc()
+    finally:
+        inflight.dec()

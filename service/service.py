@@ -51,7 +51,7 @@ from service.lifecycle import (
     open_when_warm,
 )
 from service.logs import configure_logging
-from service.metrics import track
+from service.metrics import WORKERS, track
 from service.model_versions import ModelVersions
 from service.schemas import (
     ForecastRequest,
@@ -138,6 +138,7 @@ class ModelServer:
         else:
             self.engine = Engine(SETTINGS, store_versions, MODELS, shared_config=shared)
         self.engine.start()  # loads and warms up in the background; see ready()
+        WORKERS.set(1)  # keras_serving_workers: the live workers' sum
         if bentoml.server_context.worker_index in (None, 1):  # once per server
             logger.info(
                 sizing_message(SETTINGS.workers, SETTINGS.workers_source, SETTINGS.tf_threads)

@@ -233,9 +233,18 @@ def test_metrics_expose_per_model_series(http):
         'keras_serving_batch_size_bucket{le="1.0",model="imdb",signature="predict_text"}',
         'keras_serving_queue_wait_seconds_count{model="imdb",signature="predict_text"}',
         'keras_serving_execution_seconds_count{model="imdb",signature="predict_text"}',
+        'keras_serving_inflight_requests{model="imdb"}',
         "bentoml_service_request_total",
     ):
         assert series in text, series
+    # The autoscaling gauges (deploy/k8s): every live worker counted once, nothing in flight.
+    from service.cpus import usable_cpus
+
+    assert re.search(r"^keras_serving_workers (\S+)$", text, re.M)[1] == f"{usable_cpus().count}.0"
+    assert re.search(r'^keras_serving_inflight_requests\{model="imdb"\} (\S+)$', text, re.M)[1] in (
+        "0.0",
+        "1.0",  # a request of another test still being answered
+    )
     failures = re.findall(
         r'keras_serving_requests_total\{code="500",door="(rest|tfserving)"[^}]*\} (\S+)', text
     )
