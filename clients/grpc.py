@@ -19,6 +19,13 @@ Typical usage::
         print(result.index, result.label, result.probability)
         outputs = client.predict("imdb", {"text": ["a fine film"]}, signature="predict_text")
         print(outputs["probabilities"])
+
+    # Many replicas: a headless Service's name (every pod's address) or a list; the calls
+    # go round-robin over the replicas, and a retry goes to another one.
+    with Client("dns:///keras-serving-grpc.default.svc.cluster.local:8500") as client:
+        print(client.sentiment(["a fine film"]))
+    with Client("ipv4:10.0.0.1:8500,10.0.0.2:8500") as client:
+        print(client.sentiment(["a fine film"]))
         # Versions: pin one, or ask a label; move the label (TF Serving's model config).
         print(client.sentiment(["a fine film"], label="canary")[0].model.version)
         client.reload_config({"imdb": {"versions": [1, 2], "labels": {"stable": 1, "canary": 2}}})
@@ -33,6 +40,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,13 +64,32 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default is one cifar batch 
 T = TypeVar("T")
 
 
+# gRPC's own name-resolver schemes: the target goes to the channel as it is, and every
+# address it resolves to becomes a subchannel (gRPC's naming doc, doc/naming.md).
+RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+# gRPC's round_robin policy: one connection per resolved address, each call on the next
+# ready one. Without it a channel uses pick_first: every call on the first address only.
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
 def parse_target(target: str) -> tuple[str, bool]:
-    """``host:port``, ``grpc://host:port`` or ``grpcs://host:port`` -> (host:port, tls)."""
+    """The channel target and whether to use TLS.
+
+    ``host:port``, ``grpc://host:port`` and ``grpcs://host:port`` (TLS) name one server;
+    gRPC's resolver URIs (``dns:///svc.ns.svc.cluster.local:8500``, a headless Service
+    whose name resolves to every pod; ``ipv4:10.0.0.1:8500,10.0.0.2:8500``, a fixed list)
+    are passed through for the channel to resolve, and balanced over (``round_robin``).
+    """
     for scheme, tls in (("grpcs://", True), ("grpc://", False)):
         if target.startswith(scheme):
             return target[len(scheme) :].rstrip("/"), tls
+    if target.startswith(RESOLVER_SCHEMES):
+        return target, False
     if "://" in target:
-        raise ValueError(f"unsupported scheme in {target!r}; use host:port, grpc:// or grpcs://")
+        raise ValueError(
+            f"unsupported scheme in {target!r}; use host:port, grpc://, grpcs:// or a gRPC "
+            f"resolver target ({', '.join(s + '...' for s in RESOLVER_SCHEMES)})"
+        )
     return target, False
 
 
@@ -78,7 +105,10 @@ def _credentials(
 
 
 def _channel_options(
-    max_message_bytes: int, tls_server_name: str | None, options: Sequence[tuple[str, Any]]
+    max_message_bytes: int,
+    tls_server_name: str | None,
+    options: Sequence[tuple[str, Any]],
+    balance: bool = True,
 ) -> list[tuple[str, Any]]:
     result = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -86,6 +116,8 @@ def _channel_options(
     ]
     if tls_server_name:
         result.append(("grpc.ssl_target_name_override", tls_server_name))
+    if balance and not any(name == "grpc.service_config" for name, _ in options):
+        result.append(("grpc.service_config", ROUND_ROBIN))
     return result + list(options)
 
 
@@ -105,7 +137,10 @@ class Client(SyncAPI):
     """Blocking gRPC client. Methods: see `clients._api.SyncAPI`.
 
     Args:
-        target: ``host:port``; ``grpcs://host:port`` for TLS with the system CAs.
+        target: ``host:port``; ``grpcs://host:port`` for TLS with the system CAs; or a
+            gRPC resolver target naming many replicas, ``dns:///name:8500`` or
+            ``ipv4:10.0.0.1:8500,10.0.0.2:8500``: calls go round-robin over every address
+            (a retried call goes to the next one, so a dead replica is routed around).
         timeout: Default deadline in seconds per RPC, per call overridable.
         retry: A `RetryPolicy`, or an int of max attempts (1 disables retries).
         root_certificates: PEM CA bundle (path or bytes); turns TLS on.
@@ -113,7 +148,10 @@ class Client(SyncAPI):
         labels: Label names per model, e.g. ``{"reuters": [...]}``; other models' names
             are asked from the server once (GetModelMetadata field ``"labels"``).
         max_message_bytes: Send/receive size cap.
-        options: Extra gRPC channel options.
+        options: Extra gRPC channel options (a ``grpc.service_config`` of yours replaces
+            the round-robin one).
+        balance: gRPC's ``round_robin`` policy over the addresses the target resolves to
+            (the default); False keeps gRPC's ``pick_first`` (one address at a time).
     """
 
     def __init__(
@@ -127,13 +165,14 @@ class Client(SyncAPI):
         labels: Mapping[str, Sequence[str]] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, Any]] = (),
+        balance: bool = True,
     ) -> None:
         self.target, tls = parse_target(target)
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = TFServingProtocol(labels)
         credentials = _credentials(tls, root_certificates)
-        channel_options = _channel_options(max_message_bytes, tls_server_name, options)
+        channel_options = _channel_options(max_message_bytes, tls_server_name, options, balance)
         if credentials is None:
             self._channel = grpc.insecure_channel(self.target, options=channel_options)
         else:
@@ -181,13 +220,14 @@ class AsyncClient(AsyncAPI):
         labels: Mapping[str, Sequence[str]] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, Any]] = (),
+        balance: bool = True,
     ) -> None:
         self.target, tls = parse_target(target)
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = TFServingProtocol(labels)
         self._credentials = _credentials(tls, root_certificates)
-        self._options = _channel_options(max_message_bytes, tls_server_name, options)
+        self._options = _channel_options(max_message_bytes, tls_server_name, options, balance)
         self._channel: grpc.aio.Channel | None = None
         self._methods: dict[str, Any] = {}
 
