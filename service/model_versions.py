@@ -25,6 +25,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from service.catalog import StoredVersion
+from service.client_text import clip, parse_version
 from service.errors import InvalidInput, ModelNotFound, NotReady
 from service.served_model import ServedModel, State
 from service.versions import ModelConfig
@@ -205,10 +206,10 @@ class ModelVersions:
         if version is not None and label:
             raise InvalidInput("version, label: give one or the other, not both")
         if version is not None:
-            try:
-                number = int(version)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"version: {version!r} is not an integer") from None
+            if isinstance(version, int) and not isinstance(version, bool):
+                number = version
+            else:  # text from a client: ASCII digits only ("١" is 1 to int())
+                number = parse_version(version if isinstance(version, str) else repr(version))
             model = self.versions.get(number)
             if model is None:
                 served = ", ".join(str(v) for v in sorted(self.versions)) or "none"

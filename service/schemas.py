@@ -11,8 +11,9 @@ import json
 from typing import Any, ClassVar
 
 from bentoml import IODescriptor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from service.client_text import parse_version
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -45,6 +46,15 @@ class RequestModel(IODescriptor):
     label: str | None = Field(
         None, min_length=1, description="Answer with the version this label names (e.g. stable)."
     )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _ascii_version(cls, value: Any, info: ValidationInfo) -> Any:
+        # A multipart form field is text (validated in python mode), and pydantic's lax
+        # int() takes "3_0" or " 3"; a JSON body stays strict (a string is refused).
+        if info.mode == "python" and isinstance(value, str):
+            return parse_version(value)
+        return value
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> RequestModel:

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
+from service.client_text import clip, parse_version
 from service.errors import (
     InvalidInput,
     ModelNotFound,
@@ -218,15 +219,19 @@ def _server() -> t.Any:
     return bentoml.get_current_service()
 
 
-def _selector(request: Request) -> tuple[str | None, str | None]:
-    """The ``/versions/{n}`` or ``/labels/{label}`` of the path, if any."""
-    return request.path_params.get("version"), request.path_params.get("label")
+def _selector(request: Request) -> tuple[int | None, str | None]:
+    """The ``/versions/{n}`` (ASCII digits only) or ``/labels/{label}`` of the path, if any.
+
+    Raises:
+        InvalidInput: a version that is not a number (``"²"`` is a digit to ``str.isdigit``).
+    """
+    version = request.path_params.get("version")
+    number = None if version is None else parse_version(version)
+    return number, request.path_params.get("label")
 
 
 def _model(request: Request) -> t.Any:
     version, label = _selector(request)
-    if version is not None and not version.isdigit():
-        raise InvalidInput(f"version: '{version}' is not a version number")
     return _server().model(request.path_params["name"], version, label)
 
 
@@ -245,9 +250,7 @@ async def status_view(request: Request) -> JSONResponse:
         if label is not None and wanted is None:
             versions.get(label=label)  # ModelNotFound naming the labels
         if version is not None:
-            if not version.isdigit():
-                raise InvalidInput(f"version: '{version}' is not a version number")
-            wanted = int(version)
+            wanted = version
         rows = [row for row in rows if row[0] == wanted]
         if not rows:
             versions.get(version=wanted)  # ModelNotFound naming the versions
