@@ -10,7 +10,8 @@ service's outermost middleware, answers the hot routes itself:
 * every ``@bentoml.api`` route: the body is parsed by the method's own ``input_spec``
   (:class:`service.schemas.RequestModel`, JSON or multipart) and the *same* bound method is
   called, so both paths share one implementation;
-* TensorFlow Serving's REST routes (:mod:`service.tfserving_rest`) and the ``/docs`` page.
+* TensorFlow Serving's REST routes (:mod:`service.tfserving_rest`), the Open Inference
+  Protocol's (:mod:`service.v2_rest`) and the ``/docs`` page.
 
 Everything else (``/readyz``, ``/livez``, ``/metrics``, ``/docs.json``, unknown routes)
 falls through to BentoML's app. On both paths every error body is ``{"error": "..."}``
@@ -36,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route, Router
 
-from service import tfserving_rest
+from service import tfserving_rest, v2_rest
 from service.config import ServingSettings
 from service.served_model import request_deadline
 from service.errors import (
@@ -101,7 +102,8 @@ class FastRoutes:
         self, app: ASGIApp, settings: ServingSettings, apis: t.Mapping[str, t.Any]
     ) -> None:
         routes = [api_route(name, api) for name, api in apis.items()]
-        routes += [*tfserving_rest.routes, Route("/docs", docs_page, methods=["GET"])]
+        routes += [*tfserving_rest.routes, *v2_rest.routes]
+        routes.append(Route("/docs", docs_page, methods=["GET"]))
         self.timeout_s = settings.timeout_s
         self.paths = {route.path for route in routes if "{" not in route.path}
         # Both paths answer errors as {"error": ...} and cap the body.
@@ -115,7 +117,7 @@ class FastRoutes:
         )
 
     def _is_fast(self, path: str) -> bool:
-        return path in self.paths or path.startswith("/v1/")
+        return path in self.paths or path.startswith(("/v1/", "/v2/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._is_fast(scope["path"]):
