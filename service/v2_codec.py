@@ -31,6 +31,7 @@ from importlib import metadata as _metadata
 import numpy as np
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
+from service.client_text import clip
 from service.errors import InvalidInput, PayloadTooLarge
 from service.grpc_codec import Limits, token_vocab
 from service.inputs import check_batch
@@ -49,8 +50,6 @@ SERVER_NAME = "keras-serving"
 PLATFORM = "tensorflow_savedmodel"
 BINARY_EXTENSION = "binary_tensor_data"
 SIGNATURE_PARAMETER = "signature_name"
-# Client strings quoted in an error message are cut to this many characters.
-QUOTE_CHARS = 200
 _NO_DATA = object()
 
 
@@ -63,9 +62,8 @@ def server_version() -> str:
 
 
 def quote(value: t.Any) -> str:
-    """A client string for an error message: repr'd, at most ``QUOTE_CHARS`` characters."""
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
+    """A client value for an error message, quoted and cut (:func:`service.client_text.clip`)."""
+    return f"'{clip(value)}'" if isinstance(value, str) else clip(repr(value))
 
 
 @dataclass

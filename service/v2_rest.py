@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import v2_codec as v2
+from service.client_text import clip
 from service.errors import (
     InvalidInput,
     ModelNotFound,
@@ -84,7 +85,7 @@ def _object(value: t.Any, where: str, allowed: t.Sequence[str]) -> dict[str, t.A
     for key in value:
         if key not in allowed:
             raise InvalidInput(
-                f"{where}.{v2.quote(key)[1:-1] if isinstance(key, str) else key}: "
+                f"{where}.{clip(key)}: "
                 f"unknown field (accepted: {', '.join(allowed)})"
             )
     return value
@@ -247,7 +248,7 @@ def _server() -> t.Any:
 def resolve(server: t.Any, name: str, version: str | None, label: str | None) -> t.Any:
     """The version answering ``name`` at ``version`` (a V2 version is a string: one that is
     not a number names a version label) or ``label``."""
-    if version is not None and not version.isdigit():
+    if version is not None and not (version.isascii() and version.isdigit()):
         version, label = None, version
     return server.model(name, version, label)
 
