@@ -12,9 +12,9 @@ import typing as t
 import numpy as np
 
 from service.config import ServingSettings
-from service.served_model import ServedModel
 from service.errors import InvalidInput
 from service.inputs import images_array, texts_array, window_array
+from service.served_model import ServedModel
 from tfserving_api.contract import (
     FORECAST_STEPS_SIGNATURE,
     PREDICT_TEXT_SIGNATURE,

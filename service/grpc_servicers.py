@@ -25,7 +25,6 @@ import typing as t
 import grpc
 
 from service import grpc_codec as codec
-from service.served_model import ServedModel, request_deadline
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -37,6 +36,7 @@ from service.errors import (
 )
 from service.metrics import track
 from service.model_versions import ModelVersions
+from service.served_model import ServedModel, request_deadline
 from service.versions import ConfigError, ServingConfig, config_from_proto
 from tfserving_api._proto.tensorflow_serving.apis import (
     classification_pb2,

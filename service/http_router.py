@@ -39,7 +39,6 @@ from starlette.routing import Route, Router
 
 from service import tfserving_rest, v2_rest
 from service.config import ServingSettings
-from service.served_model import request_deadline
 from service.errors import (
     ServingError,
     error_response,
@@ -55,6 +54,7 @@ from service.middleware import (
     Send,
     http_exception_json,
 )
+from service.served_model import request_deadline
 
 logger = logging.getLogger("bentoml.keras_serving.http")
 

@@ -40,7 +40,6 @@ from service.catalog import (
 from service.config import ServingSettings, cuda_device_for_worker
 from service.cpus import sizing_message
 from service.engine import Engine
-from service.served_model import ServedModel
 from service.errors import ServingError, error_response, log_refusal
 from service.http_router import FastRoutes
 from service.lifecycle import (
@@ -65,6 +64,7 @@ from service.schemas import (
     TranslateRequest,
     TranslateResponse,
 )
+from service.served_model import ServedModel
 
 SETTINGS = ServingSettings.from_env()
 configure_logging(SETTINGS.log_format)

@@ -9,6 +9,7 @@ whole process group afterwards, even when a test fails.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -135,6 +136,24 @@ def start_server(
         yield running, proc
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture(scope="session")
+def reference(trained_store: TrainedStore) -> t.Callable[..., dict[str, t.Any]]:
+    """``reference(model, signature, array)``: the exported SavedModel called in this process,
+    the answer every door must match."""
+    import tensorflow as tf
+
+    @functools.cache
+    def load(model: str) -> t.Any:
+        return tf.saved_model.load(str(trained_store.export_path(model)))
+
+    def call(model: str, signature: str, array: t.Any) -> dict[str, t.Any]:
+        function = load(model).signatures[signature]
+        (name,) = function.structured_input_signature[1]
+        return {k: v.numpy() for k, v in function(**{name: tf.constant(array)}).items()}
+
+    return call
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ and asyncio; every server error arrives as the right exception class."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 
 import numpy as np
@@ -16,7 +15,7 @@ from clients import grpc as grpc_client
 from clients import http as http_client
 from loadtest.procs import free_port
 
-tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow")  # the `reference` answers come from the SavedModels
 
 pytestmark = pytest.mark.integration
 
@@ -37,22 +36,6 @@ def make_client(server, transport: str, asynchronous: bool = False, **options):
 def client(request, server):
     with make_client(server, request.param) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def reference(server):
-    """``reference(model, signature, array)``: the exported SavedModel called in this process."""
-
-    @functools.cache
-    def load(model: str):
-        return tf.saved_model.load(str(server.store.export_path(model)))
-
-    def call(model: str, signature: str, array: np.ndarray) -> dict[str, np.ndarray]:
-        function = load(model).signatures[signature]
-        (name,) = function.structured_input_signature[1]
-        return {k: v.numpy() for k, v in function(**{name: tf.constant(array)}).items()}
-
-    return call
 
 
 def labels(server, model: str) -> list[str]:

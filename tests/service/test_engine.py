@@ -13,15 +13,21 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from service.catalog import ModelInfo, StoredVersion
 from service.config import ServingSettings, cuda_device_for_worker
 from service.engine import Engine
-from service.served_model import State, request_deadline
 from service.errors import DeadlineExceeded, InvalidInput, ModelNotFound, NotReady
+from service.served_model import State, request_deadline
 from service.versions import ConfigError, parse_config
 
 SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1, poll_s=0)
+
+
+def _sample(name: str, **labels: str) -> float:
+    """A Prometheus sample of this process (0 before the series exists)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _stored(store, name: str, version: int | None = None, path=None) -> StoredVersion:
@@ -80,6 +86,9 @@ def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trai
 
     ids = np.random.default_rng(1).integers(3, 9999, size=(12, 500), dtype=np.int32)
     model = engine.model("imdb")
+    series = {"model": "imdb", "signature": "serving_default"}
+    calls = _sample("keras_serving_batch_size_count", **series)
+    rows = _sample("keras_serving_batch_size_sum", **series)
 
     async def main():
         return await asyncio.gather(
@@ -92,6 +101,9 @@ def test_concurrent_requests_share_batches_and_match_the_savedmodel(engine, trai
     expected = signature(token_ids=tf.constant(ids))["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert all(isinstance(r["label"], np.ndarray) for r in results)  # numpy until encoded
+    # Twelve requests of one row each, all queued before the model was free: fewer calls.
+    assert _sample("keras_serving_batch_size_sum", **series) - rows == 12
+    assert _sample("keras_serving_batch_size_count", **series) - calls < 12
 
 
 def test_text_signature_runs_through_its_own_queue(engine, run):
@@ -178,7 +190,7 @@ def test_a_broken_new_version_never_replaces_a_working_one(trained_store, tmp_pa
     assert engine.model("cosine").info.version == 1
     status = engine.models["cosine"].status()
     assert [row[:2] for row in status] == [(1, "AVAILABLE"), (2, "END")]
-    assert "truncated" in status[1][2] or status[1][2]
+    assert status[1][2].startswith("OSError: Cannot parse file") and broken in status[1][2]
     with pytest.raises(NotReady, match="version 2 of model 'cosine' is END"):
         engine.model("cosine", 2)
 
@@ -265,10 +277,13 @@ def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
         run(
             _until(lambda e=engine: e.models["cosine"].routing.labels == {"stable": 1, "canary": 2})
         )
-    # A broken edit is refused and counted; the config in force stays.
+    # A broken edit is refused and counted (once by each worker); the config in force stays.
+    refused = _sample("keras_serving_model_config_errors_total")
     config_file.write_text("models:\n  cosine:\n    versions: newest\n")
-    time.sleep(1.0)
-    assert second.model("cosine", label="canary").info.version == 2
+    run(_until(lambda: _sample("keras_serving_model_config_errors_total") == refused + 2))
+    for engine in (first, second):
+        assert engine.models["cosine"].routing.labels == {"stable": 1, "canary": 2}
+        assert engine.model("cosine", label="canary").info.version == 2
     for engine in (first, second):
         run(engine.close())
     assert not shared.exists()

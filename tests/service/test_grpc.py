@@ -65,22 +65,6 @@ def stub(channel):
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-@pytest.fixture(scope="module")
-def reference(server):
-    """``reference(model, signature, array)``: the exported SavedModel called in this process."""
-
-    @functools.cache
-    def load(model: str):
-        return tf.saved_model.load(str(server.store.export_path(model)))
-
-    def call(model: str, signature: str, array: np.ndarray) -> dict[str, np.ndarray]:
-        function = load(model).signatures[signature]
-        (name,) = function.structured_input_signature[1]
-        return {k: v.numpy() for k, v in function(**{name: tf.constant(array)}).items()}
-
-    return call
-
-
 @functools.cache
 def _metadata(export: str) -> dict:
     with open(f"{export}/metadata.json") as file:

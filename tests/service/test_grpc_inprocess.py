@@ -22,9 +22,9 @@ from test_grpc_codec import COSINE
 from clients.grpc import Client
 from service import errors
 from service import grpc_server as gs
-from service.served_model import State
 from service.grpc_codec import Limits
 from service.grpc_servicers import Models
+from service.served_model import State
 from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import json
 import re
@@ -24,23 +23,6 @@ WINDOW = [20.0, 16.2, 6.2, -6.2, -16.2, -20.0, -16.2, -6.2, 6.2, 16.2]
 def http(server):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def reference(server):
-    """``reference(model, signature, array)``: the exported SavedModel called in this process."""
-    import tensorflow as tf
-
-    @functools.cache
-    def load(model: str):
-        return tf.saved_model.load(str(server.store.export_path(model)))
-
-    def call(model: str, signature: str, array: np.ndarray) -> dict[str, np.ndarray]:
-        function = load(model).signatures[signature]
-        (name,) = function.structured_input_signature[1]
-        return {k: v.numpy() for k, v in function(**{name: tf.constant(array)}).items()}
-
-    return call
 
 
 def metadata(server, model: str) -> dict:
