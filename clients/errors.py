@@ -161,6 +161,12 @@ def from_rpc_error(error: Any) -> ClientError:
     message = error.details() or name
     if name == "UNAVAILABLE" and "connect" in message.lower():
         message = f"cannot reach the server: {message}"
+    if name == "CANCELLED":
+        # These clients never cancel a call of their own (a spent timeout is
+        # DEADLINE_EXCEEDED): a CANCELLED comes from a server shutting down with the call
+        # received but not yet started (grpc/grpc#41785), so another replica may answer it.
+        message = f"the server cancelled the call (shutting down?): {message}"
+        return Unavailable(message, grpc_code=name)
     return from_grpc_code(name, message)
 
 

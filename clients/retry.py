@@ -1,7 +1,8 @@
 """Retries with exponential backoff and full jitter, for retryable `ClientError`s only.
 
 Which errors are retryable is decided where they are built (`clients.errors`):
-`Unavailable` (503/502, UNAVAILABLE, connection refused) and the rate-limit flavour of
+`Unavailable` (503/502, UNAVAILABLE, connection refused, a CANCELLED from a server
+shutting down) and the rate-limit flavour of
 `ResourceExhausted` (HTTP 429). Bad input, missing models, server bugs and spent
 deadlines fail at once. The delay before retry *n* is drawn uniformly from
 ``[0, min(initial_backoff * multiplier**(n-1), max_backoff)]`` — gRPC's own retry

@@ -69,6 +69,8 @@ def test_from_http(status: int, expected: type, retryable: bool) -> None:
         (grpc.StatusCode.DATA_LOSS, ServerError, False),
         (grpc.StatusCode.UNIMPLEMENTED, Unsupported, False),
         (grpc.StatusCode.PERMISSION_DENIED, ClientError, False),
+        # A server shutting down cancels the calls it had not started (grpc/grpc#41785).
+        (grpc.StatusCode.CANCELLED, Unavailable, True),
     ],
 )
 def test_from_rpc_error(code: grpc.StatusCode, expected: type, retryable: bool) -> None:
