@@ -17,8 +17,10 @@ Services:
   answers UNIMPLEMENTED, as do Classify/Regress on models they do not fit.
 * ``tensorflow.serving.ModelService``: ``GetModelStatus`` (``HandleReloadConfigRequest``
   is not in the protos served here).
-* ``grpc.health.v1.Health`` (``""`` and both TF Serving services: NOT_SERVING until every
-  model of the worker is loaded and warmed up) and server reflection.
+* ``inference.GRPCInferenceService``: the Open Inference Protocol (KServe V2), in
+  :mod:`service.v2_grpc`.
+* ``grpc.health.v1.Health`` (``""``, both TF Serving services and the V2 one: NOT_SERVING
+  until every model of the worker is loaded and warmed up) and server reflection.
 
 The handlers are in :mod:`service.grpc_servicers`, the proto <-> numpy conversions in
 :mod:`service.grpc_codec`; this module configures, starts and stops the server.
@@ -48,6 +50,9 @@ from service import grpc_codec as codec
 from service.config import _int
 from service.grpc_servicers import Models, ModelServicer, PredictionServicer, Undecodable
 from service.lifecycle import SHUTTING_DOWN, Drain
+from service.v2_grpc import SERVICE as INFERENCE_SERVICE
+from service.v2_grpc import InferenceServicer
+from tfserving_api._proto.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -59,7 +64,7 @@ logger = logging.getLogger("bentoml.keras_serving.grpc")
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
-HEALTH_SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
+HEALTH_SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE)
 # Messages a little over the cap still reach the handler, which answers RESOURCE_EXHAUSTED
 # with the cap in its message; far bigger ones are refused by gRPC itself (same code).
 MESSAGE_MARGIN_BYTES = 1024 * 1024
@@ -208,6 +213,7 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     for file in (
         prediction_service_pb2.DESCRIPTOR,
         model_service_pb2.DESCRIPTOR,
+        grpc_predict_v2_pb2.DESCRIPTOR,
         health_pb2.DESCRIPTOR,
     ):
         add(file)
@@ -251,8 +257,20 @@ class GrpcServer:
             self.server,
             drain,
         )
+        add_tolerant_servicer(
+            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+            InferenceServicer(models, self.ready),
+            self.server,
+            drain,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        services = (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        services = (
+            PREDICTION_SERVICE,
+            MODEL_SERVICE,
+            INFERENCE_SERVICE,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
         reflection.enable_server_reflection(services, self.server, pool=reflection_pool())
         self._watch: asyncio.Task[None] | None = None
 

@@ -113,6 +113,10 @@ class Models:
         self.reload = reload  # HandleReloadConfigRequest (None: refused, UNIMPLEMENTED)
         self._resolve = resolve
 
+    def resolve(self, name: str, version: int | str | None, label: str | None) -> ServedModel:
+        """The version of ``name`` answering ``version``, ``label`` or neither."""
+        return self._resolve(name, version, label)
+
     def metric_name(self, name: str) -> str:
         return name if name in self.models else "unknown"  # bounded label values
 

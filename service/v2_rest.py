@@ -285,9 +285,11 @@ async def ready_view(request: Request) -> Response:
 async def model_ready_view(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        _model(request)
+        model = _model(request)
     except NotReady as exc:
         return JSONResponse({"name": name, "ready": False, "error": exc.message}, 503)
+    if not model.ready:  # resolved just as it started unloading
+        return JSONResponse({"name": name, "ready": False}, 503)
     return JSONResponse({"name": name, "ready": True})
 
 

@@ -509,6 +509,7 @@ def test_reflection_lists_and_describes_the_services(channel) -> None:
     assert set(database.get_services()) == {
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
+        "inference.GRPCInferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

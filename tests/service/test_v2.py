@@ -1,5 +1,5 @@
 """The Open Inference Protocol (KServe V2) doors of a real ``bentoml serve``, driven by
-Triton's own client (``tritonclient``, HTTP binary and JSON, sync and ``aio``).
+Triton's own client (``tritonclient``: HTTP binary and JSON, gRPC; sync and ``aio``).
 
 Every answer is compared with the TF Serving REST door's for the same input and signature:
 one engine, so the V2 door must only change the wire format.
@@ -11,13 +11,19 @@ import asyncio
 import json
 import re
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.grpc.aio as triton_grpc_aio
 import tritonclient.http as triton_http
 import tritonclient.http.aio as triton_http_aio
 from test_batching import batch_histogram
 from tritonclient.utils import InferenceServerException
+
+from tfserving_api._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tfserving_api.tensors import to_tensor_proto
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +41,13 @@ def http(server):
 @pytest.fixture(scope="module")
 def triton(server):
     client = triton_http.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def triton_rpc(server):
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     yield client
     client.close()
 
@@ -214,43 +227,119 @@ def test_v2_requests_are_counted_with_door_v2(http) -> None:
     assert re.search(r'keras_serving_requests_total\{code="400",door="v2",model="cosine"\} \d', metrics)
 
 
-def test_v2_and_friendly_and_tfserving_share_batches(server, http) -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_grpc_ready_metadata_and_infer_every_model(server, http, triton_rpc, model) -> None:
+    assert triton_rpc.is_server_live() and triton_rpc.is_server_ready()
+    assert triton_rpc.is_model_ready(model)
+    signature, spec = signature_of(server, model)
+    meta = triton_rpc.get_model_metadata(model, as_json=True)
+    assert meta["platform"] == "tensorflow_savedmodel"
+    assert [o["name"] for o in meta["outputs"]] == list(spec["outputs"])
+    assert triton_rpc.is_model_ready(model, meta["versions"][-1])
+    signature, tensor, datatype, array = sample(server, model)
+    infer_input = triton_grpc.InferInput(tensor, list(array.shape), datatype)
+    infer_input.set_data_from_numpy(array)
+    result = triton_rpc.infer(model, [infer_input], request_id="g1")
+    assert result.get_response().id == "g1"
+    assert_same(result, tfserving(http, model, signature, tensor, array), list(spec["outputs"]))
+
+
+def test_grpc_errors_and_reflection(server, triton_rpc) -> None:
+    _, tensor, datatype, array = sample(server, "cosine")
+    bad = triton_grpc.InferInput(tensor, [2, 5], datatype)
+    bad.set_data_from_numpy(array.reshape(2, 10)[:, :5].copy())
+    with pytest.raises(InferenceServerException) as caught:
+        triton_rpc.infer("cosine", [bad])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "expected FP32 [-1, 10], got [2, 5]" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        triton_rpc.get_model_metadata("nope")
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+    from google.protobuf import descriptor_pool
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        service = pool.FindServiceByName("inference.GRPCInferenceService")
+        assert {"ServerLive", "ModelInfer", "ModelMetadata"} <= set(service.methods_by_name)
+
+
+def test_grpc_aio_client(server, http) -> None:
+    async def run() -> list:
+        client = triton_grpc_aio.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            assert await client.is_server_ready() and await client.is_model_ready("mnist")
+            results = []
+            for model in ("mnist", "cosine", "translator"):
+                signature, tensor, datatype, array = sample(server, model)
+                infer_input = triton_grpc.InferInput(tensor, list(array.shape), datatype)
+                infer_input.set_data_from_numpy(array)
+                results.append((model, signature, tensor, array, await client.infer(model, [infer_input])))
+            return results
+        finally:
+            await client.close()
+
+    for model, signature, tensor, array, result in asyncio.run(run()):
+        outputs = list(signature_of(server, model)[1]["outputs"])
+        assert_same(result, tfserving(http, model, signature, tensor, array), outputs)
+
+
+def test_every_door_shares_the_batches(server, http) -> None:
+    """tritonclient (HTTP and gRPC), a TF Serving gRPC stub and the friendly endpoint, at
+    once, on imdb's predict_text queue: batches of more than one request, no errors."""
     before = batch_histogram(http.get("/metrics").text, "imdb", "predict_text")
     clients, per_client = 24, 6
+    target = f"127.0.0.1:{server.grpc_port}"
 
     async def run() -> list[int]:
-        triton = triton_http_aio.InferenceServerClient(server.url.removeprefix("http://"))
+        v2_http = triton_http_aio.InferenceServerClient(server.url.removeprefix("http://"))
+        v2_grpc = triton_grpc_aio.InferenceServerClient(target)
+        channel = grpc.aio.insecure_channel(target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         statuses: list[int] = []
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
 
             async def one(index: int) -> None:
                 for i in range(per_client):
                     text = f"client {index} review {i} fine"
-                    if index % 3 == 0:
-                        infer_input = triton_http_aio.InferInput("text", [1], "BYTES")
-                        infer_input.set_data_from_numpy(np.array([text.encode()], dtype=object))
-                        await triton.infer("imdb", [infer_input])
-                        statuses.append(200)
-                    elif index % 3 == 1:
-                        response = await client.post(
-                            "/v1/models/imdb:predict",
-                            json={"signature_name": "predict_text", "instances": [text]},
-                        )
-                        statuses.append(response.status_code)
+                    door = index % 4
+                    if door == 0:
+                        tensor = triton_http_aio.InferInput("text", [1], "BYTES")
+                        tensor.set_data_from_numpy(np.array([text.encode()], dtype=object))
+                        await v2_http.infer("imdb", [tensor])
+                    elif door == 1:
+                        tensor = triton_grpc.InferInput("text", [1], "BYTES")
+                        tensor.set_data_from_numpy(np.array([text.encode()], dtype=object))
+                        await v2_grpc.infer("imdb", [tensor])
+                    elif door == 2:
+                        request = predict_pb2.PredictRequest()
+                        request.model_spec.name = "imdb"
+                        request.model_spec.signature_name = "predict_text"
+                        request.inputs["text"].CopyFrom(to_tensor_proto([text]))
+                        await stub.Predict(request, timeout=60)
                     else:
                         response = await client.post("/imdb/sentiment", json={"texts": [text]})
                         statuses.append(response.status_code)
+                        continue
+                    statuses.append(200)  # the clients raise on any error
 
             try:
                 await asyncio.gather(*(one(i) for i in range(clients)))
             finally:
-                await triton.close()
+                await v2_http.close()
+                await v2_grpc.close()
+                await channel.close()
         return statuses
 
     statuses = asyncio.run(run())
     assert statuses == [200] * clients * per_client
-    after = batch_histogram(http.get("/metrics").text, "imdb", "predict_text")
+    metrics = http.get("/metrics").text
+    after = batch_histogram(metrics, "imdb", "predict_text")
     batches = after[float("inf")] - before.get(float("inf"), 0.0)
     single = after[1.0] - before.get(1.0, 0.0)
     assert 0 < batches < clients * per_client, batches
     assert batches - single > 0, "no batch held more than one request"
+    for door in ("v2", "v2-grpc", "grpc", "rest"):
+        assert f'keras_serving_requests_total{{code="200",door="{door}",model="imdb"}}' in metrics
