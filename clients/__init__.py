@@ -23,8 +23,10 @@ from clients.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
+    PermissionDenied,
     ResourceExhausted,
     ServerError,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -45,9 +47,11 @@ __all__ = [
     "HttpClient",
     "InvalidInput",
     "ModelNotFound",
+    "PermissionDenied",
     "ResourceExhausted",
     "RetryPolicy",
     "ServerError",
+    "Unauthenticated",
     "Unavailable",
     "Unsupported",
 ]

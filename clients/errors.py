@@ -86,6 +86,15 @@ class ServerError(ClientError):
     """The server failed while handling a valid request (5xx, INTERNAL, UNKNOWN)."""
 
 
+class Unauthenticated(ClientError, PermissionError):
+    """No valid token: the server wants ``token=`` (HTTP 401, UNAUTHENTICATED)."""
+
+
+class PermissionDenied(ClientError, PermissionError):
+    """The call needs more than the token sent, e.g. `reload_config` without the server's
+    admin token (HTTP 403, PERMISSION_DENIED)."""
+
+
 class Unsupported(ClientError, NotImplementedError):
     """The server or the transport does not offer this operation (HTTP 501,
     UNIMPLEMENTED, or e.g. `reload_config` over HTTP, which TF Serving has no REST for)."""
@@ -93,6 +102,8 @@ class Unsupported(ClientError, NotImplementedError):
 
 _HTTP_STATUS: dict[int, type[ClientError]] = {
     400: InvalidInput,
+    401: Unauthenticated,
+    403: PermissionDenied,
     404: ModelNotFound,
     408: DeadlineExceeded,
     413: ResourceExhausted,
@@ -116,6 +127,8 @@ _GRPC_CODE: dict[str, type[ClientError]] = {
     "UNKNOWN": ServerError,
     "DATA_LOSS": ServerError,
     "UNIMPLEMENTED": Unsupported,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": PermissionDenied,
 }
 
 
@@ -140,7 +153,7 @@ def from_http(status: int, payload: Any) -> ClientError:
     else:
         message = f"HTTP {status}"
     cls = _HTTP_STATUS.get(status) or (ServerError if status >= 500 else ClientError)
-    if cls is ClientError:  # 401, 403, 405...: the status is the useful part
+    if cls is ClientError:  # 405, 409...: the status is the useful part
         message = f"HTTP {status}: {message}" if message != f"HTTP {status}" else message
     retryable = status == 429 if cls is ResourceExhausted else None
     return cls(message, http_status=status, retryable=retryable)
@@ -183,7 +196,7 @@ def from_grpc_code(name: str, message: str) -> ClientError:
     """
     message = message or name
     cls = _GRPC_CODE.get(name)
-    if cls is None:  # PERMISSION_DENIED, CANCELLED...: the code is the useful part
+    if cls is None:  # CANCELLED, ABORTED...: the code is the useful part
         cls, message = ClientError, f"{name}: {message}"
     return cls(message, grpc_code=name)
 

@@ -36,6 +36,10 @@ Typical usage::
 
     async with AsyncClient("grpcs://models.internal:8500", root_certificates="ca.pem") as client:
         print(await client.sentiment(["Dull and far too long."]))
+
+    # A server with SERVICE_AUTH_TOKENS / SERVICE_ADMIN_TOKEN (and GRPC_TLS_CA: mutual TLS)
+    Client("grpcs://models.internal:8500", root_certificates="ca.pem", token="t0k3n",
+           admin_token="4dm1n", client_certificate="me.pem", client_key="me.key")
 """
 
 from __future__ import annotations
@@ -93,15 +97,25 @@ def parse_target(target: str) -> tuple[str, bool]:
     return target, False
 
 
+def _pem(value: str | Path | bytes | None) -> bytes | None:
+    return Path(value).read_bytes() if isinstance(value, (str, Path)) else value
+
+
 def _credentials(
-    tls: bool, root_certificates: str | Path | bytes | None
+    tls: bool,
+    root_certificates: str | Path | bytes | None,
+    client_certificate: str | Path | bytes | None = None,
+    client_key: str | Path | bytes | None = None,
 ) -> grpc.ChannelCredentials | None:
-    if root_certificates is None and not tls:
+    if (client_certificate is None) != (client_key is None):
+        raise ValueError("client_certificate and client_key go together (mutual TLS)")
+    if root_certificates is None and client_certificate is None and not tls:
         return None
-    roots = root_certificates
-    if isinstance(roots, (str, Path)):
-        roots = Path(roots).read_bytes()
-    return grpc.ssl_channel_credentials(root_certificates=roots)  # None: system roots
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(root_certificates),  # None: the system's roots
+        private_key=_pem(client_key),
+        certificate_chain=_pem(client_certificate),
+    )
 
 
 def _channel_options(
@@ -119,6 +133,21 @@ def _channel_options(
     if balance and not any(name == "grpc.service_config" for name, _ in options):
         result.append(("grpc.service_config", ROUND_ROBIN))
     return result + list(options)
+
+
+# The admin RPCs: they carry `admin_token`, every other call `token`.
+ADMIN_METHODS = frozenset({"HandleReloadConfigRequest"})
+
+
+def _call_metadata(
+    token: str | None, admin_token: str | None
+) -> dict[str, tuple[tuple[str, str], ...] | None]:
+    """Per method kind, the ``authorization`` metadata to send (None: none)."""
+
+    def bearer(value: str | None) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {value}"),) if value else None
+
+    return {"call": bearer(token), "admin": bearer(admin_token or token)}
 
 
 def _stub_methods(channel: Any) -> dict[str, Any]:
@@ -152,6 +181,12 @@ class Client(SyncAPI):
             the round-robin one).
         balance: gRPC's ``round_robin`` policy over the addresses the target resolves to
             (the default); False keeps gRPC's ``pick_first`` (one address at a time).
+        token: Bearer token sent with every call (a server with ``SERVICE_AUTH_TOKENS``).
+        admin_token: Bearer token sent with admin calls (`reload_config`): the server's
+            ``SERVICE_ADMIN_TOKEN``; defaults to `token`.
+        client_certificate: PEM certificate chain (path or bytes) for mutual TLS (a server
+            with ``GRPC_TLS_CA``), with `client_key`.
+        client_key: PEM private key (path or bytes) of `client_certificate`.
     """
 
     def __init__(
@@ -166,12 +201,17 @@ class Client(SyncAPI):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, Any]] = (),
         balance: bool = True,
+        token: str | None = None,
+        admin_token: str | None = None,
+        client_certificate: str | Path | bytes | None = None,
+        client_key: str | Path | bytes | None = None,
     ) -> None:
         self.target, tls = parse_target(target)
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = TFServingProtocol(labels)
-        credentials = _credentials(tls, root_certificates)
+        self._metadata = _call_metadata(token, admin_token)
+        credentials = _credentials(tls, root_certificates, client_certificate, client_key)
         channel_options = _channel_options(max_message_bytes, tls_server_name, options, balance)
         if credentials is None:
             self._channel = grpc.insecure_channel(self.target, options=channel_options)
@@ -187,7 +227,11 @@ class Client(SyncAPI):
 
         def attempt() -> Any:
             try:
-                return method(rpc.request, timeout=self.timeout if timeout is None else timeout)
+                return method(
+                    rpc.request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata["admin" if rpc.method in ADMIN_METHODS else "call"],
+                )
             except grpc.RpcError as e:
                 raise from_rpc_error(e) from None
 
@@ -221,12 +265,17 @@ class AsyncClient(AsyncAPI):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, Any]] = (),
         balance: bool = True,
+        token: str | None = None,
+        admin_token: str | None = None,
+        client_certificate: str | Path | bytes | None = None,
+        client_key: str | Path | bytes | None = None,
     ) -> None:
         self.target, tls = parse_target(target)
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = TFServingProtocol(labels)
-        self._credentials = _credentials(tls, root_certificates)
+        self._metadata = _call_metadata(token, admin_token)
+        self._credentials = _credentials(tls, root_certificates, client_certificate, client_key)
         self._options = _channel_options(max_message_bytes, tls_server_name, options, balance)
         self._channel: grpc.aio.Channel | None = None
         self._methods: dict[str, Any] = {}
@@ -251,7 +300,9 @@ class AsyncClient(AsyncAPI):
         async def attempt() -> Any:
             try:
                 return await method(
-                    rpc.request, timeout=self.timeout if timeout is None else timeout
+                    rpc.request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata["admin" if rpc.method in ADMIN_METHODS else "call"],
                 )
             except grpc.RpcError as e:
                 raise from_rpc_error(e) from None

@@ -76,11 +76,13 @@ def _client_options(
     timeout: float,
     headers: Mapping[str, str] | None,
     verify: bool | str | Path | ssl.SSLContext,
+    token: str | None = None,
 ) -> dict[str, Any]:
+    bearer = {"Authorization": f"Bearer {token}"} if token else {}
     return {
         "base_url": url.rstrip("/"),
         "timeout": timeout,
-        "headers": {"Accept": "application/json", **(headers or {})},
+        "headers": {"Accept": "application/json", **bearer, **(headers or {})},
         "verify": _verify(verify),
     }
 
@@ -95,6 +97,7 @@ class Client(SyncAPI):
         headers: Extra headers on every request (e.g. authorization).
         verify: TLS verification: True, False, a CA bundle path or an `ssl.SSLContext`.
         transport: An `httpx` transport, e.g. `httpx.MockTransport` in tests.
+        token: Bearer token sent with every request (a server with ``SERVICE_AUTH_TOKENS``).
     """
 
     def __init__(
@@ -106,13 +109,14 @@ class Client(SyncAPI):
         headers: Mapping[str, str] | None = None,
         verify: bool | str | Path | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = RestProtocol()
         self._http = httpx.Client(
-            transport=transport, **_client_options(url, timeout, headers, verify)
+            transport=transport, **_client_options(url, timeout, headers, verify, token)
         )
 
     def __repr__(self) -> str:
@@ -158,13 +162,14 @@ class AsyncClient(AsyncAPI):
         headers: Mapping[str, str] | None = None,
         verify: bool | str | Path | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = RetryPolicy.coerce(retry)
         self._ops = RestProtocol()
         self._http = httpx.AsyncClient(
-            transport=transport, **_client_options(url, timeout, headers, verify)
+            transport=transport, **_client_options(url, timeout, headers, verify, token)
         )
 
     def __repr__(self) -> str:

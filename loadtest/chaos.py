@@ -123,9 +123,9 @@ def _listens(pid: int, port: int) -> bool:
 async def wait_replacement(server: Server, index: int, dead: int, timeout: float) -> float | None:
     """When the replacement of worker ``index`` was warm (its readiness marker names it) and
     listening on the gRPC port; None after ``timeout`` seconds."""
-    from service.lifecycle import PeerReadiness
+    from service.runtime_files import server_directory_path
 
-    marker = PeerReadiness(server.workers, index, server.pid).directory / f"worker-{index}"
+    marker = server_directory_path(server.pid) / f"worker-{index}"
     port = int(server.grpc_target.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -144,6 +144,8 @@ class ServingSettings:
     grace_s: float = 10.0
     # "text" (BentoML's log lines) or "json" (one JSON object per line).
     log_format: str = "text"
+    # Versions of one model a config may load at once (a reload asking for more is refused).
+    max_versions: int = 4
 
     @property
     def max_batch_size(self) -> int:
@@ -186,6 +188,7 @@ class ServingSettings:
             model_config=os.environ.get("SERVICE_MODEL_CONFIG", "").strip(),
             grace_s=_float("SERVICE_GRACE_S", 10.0),
             log_format=log_format,
+            max_versions=_int("SERVICE_MAX_VERSIONS", 4, minimum=1),
         )
         if settings.max_items > settings.max_batch_size:
             raise ValueError(

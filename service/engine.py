@@ -30,6 +30,7 @@ from service.errors import InvalidInput, ModelNotFound
 from service.metrics import CONFIG_ERRORS
 from service.model_versions import ModelVersions
 from service.served_model import ServedModel, State
+from service.runtime_files import read_private, write_private
 from service.versions import ConfigError, ServingConfig, load_model_config, parse_config
 
 logger = logging.getLogger("bentoml.keras_serving.engine")
@@ -59,7 +60,9 @@ class Engine:
         self.config = config or ServingConfig()
         self.models = {
             name: ModelVersions(
-                name, lambda stored: ServedModel(stored.info, stored.path, settings)
+                name,
+                lambda stored: ServedModel(stored.info, stored.path, settings),
+                settings.max_versions,
             )
             for name in names
         }
@@ -86,14 +89,16 @@ class Engine:
         self._apply(config, stored)
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
-    def _check(self, config: ServingConfig, stored: Stored) -> None:
+    def _check(self, config: ServingConfig, stored: Stored, count: bool = True) -> None:
+        """Raises InvalidInput for a config naming what is not served or stored, or (with
+        ``count``: a new config) loading more than ``SERVICE_MAX_VERSIONS`` of a model."""
         for name in config.models:
             if name not in self.models:
                 raise InvalidInput(
                     f"models.{name}: not a served model (served: {', '.join(sorted(self.models))})"
                 )
         for name, versions in self.models.items():
-            versions.check(config.for_model(name), stored.get(name, {}))
+            versions.check(config.for_model(name), stored.get(name, {}), count)
 
     def _apply(self, config: ServingConfig, stored: Stored) -> None:
         self.config = config
@@ -145,12 +150,13 @@ class Engine:
         changed = await asyncio.to_thread(
             self._changed, self.settings.model_config, load_model_config
         )
-        await self._adopt(changed or self.config)
+        # The config in force stays in force when the store grows: the cap trims it instead.
+        await self._adopt(changed or self.config, count=changed is not None)
 
-    async def _adopt(self, config: ServingConfig) -> None:
+    async def _adopt(self, config: ServingConfig, count: bool = True) -> None:
         """Checks ``config`` against what the store holds now, then applies both."""
         stored = await asyncio.to_thread(self.source)
-        self._check(config, stored)
+        self._check(config, stored, count)
         self._apply(config, stored)
 
     async def reload(self, config: ServingConfig, timeout_s: float = 300.0) -> None:
@@ -211,11 +217,13 @@ class Engine:
 
 
 def _read_shared(path: str | Path) -> ServingConfig:
-    return parse_config(json.loads(Path(path).read_text()), source="HandleReloadConfigRequest")
+    try:
+        raw = json.loads(read_private(Path(path)))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a config this server wrote ({exc})") from None
+    return parse_config(raw, source="HandleReloadConfigRequest")
 
 
 def _write_shared(path: Path, config: ServingConfig) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(config.to_raw()))
-    temporary.replace(path)  # atomic: other workers read all of it or the previous one
+    # Atomic (other workers read all of it or the previous one), in the private directory.
+    write_private(path, json.dumps(config.to_raw()))

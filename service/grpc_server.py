@@ -47,7 +47,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service import grpc_codec as codec
-from service.config import _int
+from service.auth import AuthSettings, token_interceptors
+from service.config import _float, _int
 from service.grpc_servicers import Models, ModelServicer, PredictionServicer, Undecodable
 from service.lifecycle import SHUTTING_DOWN, Drain
 from service.v2_grpc import SERVICE as INFERENCE_SERVICE
@@ -81,11 +82,36 @@ class GrpcSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     grace_s: float = 5.0
+    # Mutual TLS: clients must present a certificate this CA bundle signed.
+    tls_ca: Path | None = None
+    # Streams one connection may have open at once (further calls wait client-side).
+    max_concurrent_streams: int = 256
+    # A connection without a call for this long is closed (GOAWAY); 0 = never.
+    max_connection_idle_s: float = 300.0
+    # Every connection is closed after this long (GOAWAY; the client reconnects, possibly to
+    # another worker or replica, which is how long-lived clients rebalance); 0 = never.
+    max_connection_age_s: float = 1800.0
+    # ... and the calls still running on it get this long to finish.
+    max_connection_age_grace_s: float = 60.0
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        """The gRPC core options these settings stand for (0 = gRPC's default: off)."""
+        options = [("grpc.max_concurrent_streams", self.max_concurrent_streams)]
+        for name, seconds in (
+            ("grpc.max_connection_idle_ms", self.max_connection_idle_s),
+            ("grpc.max_connection_age_ms", self.max_connection_age_s),
+            ("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_s),
+        ):
+            if seconds > 0:
+                options.append((name, int(seconds * 1000)))
+        return options
 
     @classmethod
     def from_env(cls) -> GrpcSettings:
         """Reads ``GRPC_ENABLED``, ``GRPC_HOST``, ``GRPC_PORT``, ``GRPC_TLS_CERT``,
-        ``GRPC_TLS_KEY`` and ``GRPC_GRACE_S``.
+        ``GRPC_TLS_KEY``, ``GRPC_TLS_CA``, ``GRPC_GRACE_S``, ``GRPC_MAX_CONCURRENT_STREAMS``,
+        ``GRPC_MAX_CONNECTION_IDLE_S``, ``GRPC_MAX_CONNECTION_AGE_S`` and
+        ``GRPC_MAX_CONNECTION_AGE_GRACE_S``.
 
         Raises:
             ValueError: a variable is unusable (the message names it).
@@ -97,6 +123,9 @@ class GrpcSettings:
         key = os.environ.get("GRPC_TLS_KEY", "").strip()
         if bool(cert) != bool(key):
             raise ValueError("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together (PEM file paths)")
+        ca = os.environ.get("GRPC_TLS_CA", "").strip()
+        if ca and not cert:
+            raise ValueError("GRPC_TLS_CA needs GRPC_TLS_CERT and GRPC_TLS_KEY (mutual TLS)")
         port = _int("GRPC_PORT", 8500)
         if port > 65535:
             raise ValueError(f"GRPC_PORT={port} is not a TCP port")
@@ -107,6 +136,11 @@ class GrpcSettings:
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
             grace_s=float(_int("GRPC_GRACE_S", 5)),
+            tls_ca=Path(ca) if ca else None,
+            max_concurrent_streams=_int("GRPC_MAX_CONCURRENT_STREAMS", 256, minimum=1),
+            max_connection_idle_s=_float("GRPC_MAX_CONNECTION_IDLE_S", 300.0),
+            max_connection_age_s=_float("GRPC_MAX_CONNECTION_AGE_S", 1800.0),
+            max_connection_age_grace_s=_float("GRPC_MAX_CONNECTION_AGE_GRACE_S", 60.0),
         )
 
     @property
@@ -124,11 +158,16 @@ class GrpcSettings:
             return None
         try:
             pair = (self.tls_key.read_bytes(), self.tls_cert.read_bytes())
+            ca = self.tls_ca.read_bytes() if self.tls_ca is not None else None
         except OSError as exc:
             raise ValueError(
-                f"GRPC_TLS_CERT/GRPC_TLS_KEY: cannot read {exc.filename}: {exc.strerror}"
+                f"GRPC_TLS_CERT/GRPC_TLS_KEY/GRPC_TLS_CA: cannot read {exc.filename}: "
+                f"{exc.strerror}"
             ) from None
-        return grpc.ssl_server_credentials([pair])
+        # With a CA: require a client certificate and verify it against the CA (mTLS).
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=ca, require_client_auth=ca is not None
+        )
 
 
 class _Recorder:
@@ -239,10 +278,13 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         max_bytes = models.limits.max_bytes + MESSAGE_MARGIN_BYTES
         self.server = grpc.aio.server(
+            interceptors=token_interceptors(models.auth),  # SERVICE_AUTH_TOKENS
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.so_reuseport", 1),
+                # Idle and long-lived connections cannot pile up (GRPC_MAX_CONNECTION_*).
+                *settings.channel_options(),
             ]
         )
         add_tolerant_servicer(
@@ -296,7 +338,7 @@ class GrpcServer:
         self._watch = asyncio.get_running_loop().create_task(self._watch_readiness())
         logger.info(
             "gRPC (TF Serving API%s) listening on %s",
-            ", TLS" if credentials else "",
+            (", mutual TLS" if self.settings.tls_ca else ", TLS") if credentials else "",
             f"{self.settings.address.rsplit(':', 1)[0]}:{self.port}",
         )
         return self.port
@@ -353,6 +395,7 @@ async def serve(server: t.Any, drain: Drain | None = None) -> GrpcServer | None:
             max_text_chars=server.settings.max_text_chars,
         ),
         reload=server.engine.reload,
+        auth=AuthSettings.from_env(),
     )
     grpc_server = GrpcServer(models, settings, server.ready, drain)
     await grpc_server.start()

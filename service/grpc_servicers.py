@@ -25,6 +25,7 @@ import typing as t
 import grpc
 
 from service import grpc_codec as codec
+from service.auth import AuthSettings, require_admin, settings_from_env
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -107,10 +108,13 @@ class Models:
         resolve: Resolver,
         limits: codec.Limits,
         reload: Reloader | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.models = models
         self.limits = limits
         self.reload = reload  # HandleReloadConfigRequest (None: refused, UNIMPLEMENTED)
+        # Who may call the admin RPCs, and the inference tokens (default: the environment's).
+        self.auth = auth or settings_from_env()
         self._resolve = resolve
 
     def resolve(self, name: str, version: int | str | None, label: str | None) -> ServedModel:
@@ -290,6 +294,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def HandleReloadConfigRequest(
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> model_management_pb2.ReloadConfigResponse:
+        # An admin call: it changes what every client is served (service.auth).
+        require_admin(context.invocation_metadata(), "HandleReloadConfigRequest", self.models.auth)
         if self.models.reload is None:
             raise Unsupported("HandleReloadConfigRequest: config reloads are off here")
         try:

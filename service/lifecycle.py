@@ -27,28 +27,23 @@ import asyncio
 import logging
 import os
 import signal
-import tempfile
 import time
 import typing as t
 from pathlib import Path
 
 from service.errors import NotReady, error_response
+from service.runtime_files import (
+    private_directory,
+    read_private,
+    server_directory,
+    write_private,
+)
 
 logger = logging.getLogger("bentoml.keras_serving.lifecycle")
 
 # Paths a draining worker still answers: the probes must say what is happening.
 PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 SHUTTING_DOWN = "the server is shutting down: retry on another replica"
-
-
-def _process_start(pid: int) -> int:
-    """The start time of process ``pid`` in clock ticks since boot (0 when unknown)."""
-    try:
-        # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def _alive(pid: int) -> bool:
@@ -68,18 +63,25 @@ def _alive(pid: int) -> bool:
 class PeerReadiness:
     """Readiness of the whole server, shared by its workers through marker files.
 
-    Each worker writes ``worker-<index>`` (its pid) into a directory named after the common
-    parent (pid and start time, so a later server reusing the pid starts clean) once its
-    models are warm. The server is ready when every worker index has a marker: a marker
+    Each worker writes ``worker-<index>`` (its pid) into the server's private runtime
+    directory (:func:`service.runtime_files.server_directory`: named after the common parent's
+    pid and start time, so a later server reusing the pid starts clean) once its models are
+    warm. The server is ready when every worker index has a marker: a marker
     naming a dead pid is a crashed worker being replaced, and the workers still up keep the
     pod ready. A worker shutting down removes its marker: the server turns unready at once.
     """
 
-    def __init__(self, workers: int, worker_index: int | None, parent_pid: int) -> None:
+    def __init__(
+        self,
+        workers: int,
+        worker_index: int | None,
+        parent_pid: int,
+        directory: Path | None = None,
+    ) -> None:
         self.workers = workers if worker_index is not None else 1
         self.worker_index = worker_index or 1
-        started = _process_start(parent_pid)
-        self.directory = Path(tempfile.gettempdir()) / f"keras-serving-ready-{parent_pid}-{started}"
+        # Raises UnsafeRuntimePath (naming the path) when the directory is not private.
+        self.directory = directory or server_directory(parent_pid)
         self.marked = False
 
     def _marker(self, index: int) -> Path:
@@ -87,19 +89,17 @@ class PeerReadiness:
 
     def _pid(self, index: int) -> int | None:
         try:
-            return int(self._marker(index).read_text())
-        except (OSError, ValueError):
+            return int(read_private(self._marker(index), max_bytes=32))
+        except (OSError, ValueError):  # absent, or not a marker of ours
             return None
 
     def mark_ready(self) -> None:
         """Records that this worker's models are warm (once)."""
         if self.marked:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        marker = self._marker(self.worker_index)
-        temporary = marker.with_suffix(".tmp")
-        temporary.write_text(str(os.getpid()))
-        temporary.replace(marker)  # atomic: a reader never sees a half-written pid
+        private_directory(self.directory)  # again: the last worker out removed it
+        # Atomic: a reader never sees a half-written pid.
+        write_private(self._marker(self.worker_index), str(os.getpid()))
         self.marked = True
 
     def withdraw(self) -> None:

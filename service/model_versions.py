@@ -36,6 +36,8 @@ logger = logging.getLogger("bentoml.keras_serving.versions")
 # are between resolving and queueing, e.g. reading their body) get this long to reach its
 # queue before it drains and unloads.
 RETIRE_GRACE_S = 1.0
+# Versions of one model loaded at once, whatever a config asks (SERVICE_MAX_VERSIONS).
+DEFAULT_MAX_VERSIONS = 4
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,14 @@ def release_memory() -> None:
 class ModelVersions:
     """The versions of one model that this worker serves."""
 
-    def __init__(self, name: str, make: t.Callable[[StoredVersion], ServedModel]) -> None:
+    def __init__(
+        self,
+        name: str,
+        make: t.Callable[[StoredVersion], ServedModel],
+        max_versions: int = DEFAULT_MAX_VERSIONS,
+    ) -> None:
         self.name = name
+        self.max_versions = max_versions
         self.versions: dict[int, ServedModel] = {}
         self.config = ModelConfig()
         self.routing = Routing()
@@ -73,15 +81,32 @@ class ModelVersions:
     # ------------------------------------------------------------ what to serve
 
     def desired(self, stored: t.Iterable[int] | None = None) -> list[int]:
-        """The policy's versions among ``stored``, plus any version a label names."""
-        stored = set(self._stored if stored is None else stored)
-        wanted = set(self.config.policy.select(stored))
-        wanted |= {v for v in self.config.labels.values() if v in stored}
+        """The policy's versions among ``stored``, plus any version a label names; at most
+        ``max_versions`` (the labelled ones first, then the newest), so that a store that
+        grows under ``versions: all`` never loads more than the cap."""
+        return self._wanted(self.config, set(self._stored if stored is None else stored), True)
+
+    def _wanted(self, config: ModelConfig, stored: set[int], capped: bool) -> list[int]:
+        labelled = {v for v in config.labels.values() if v in stored}
+        wanted = set(config.policy.select(stored)) | labelled
+        if capped and len(wanted) > self.max_versions:
+            rest = sorted(wanted - labelled, reverse=True)
+            wanted = labelled | set(rest[: max(0, self.max_versions - len(labelled))])
         return sorted(wanted)
 
-    def check(self, config: ModelConfig, stored: t.Iterable[int]) -> None:
-        """Raises InvalidInput when ``config`` labels a version the store lacks."""
+    def check(self, config: ModelConfig, stored: t.Iterable[int], count: bool = True) -> None:
+        """Raises InvalidInput when ``config`` labels a version the store lacks or, with
+        ``count``, would load more than ``max_versions`` versions (``SERVICE_MAX_VERSIONS``)."""
         stored = set(stored)
+        if count:
+            wanted = self._wanted(config, stored, capped=False)
+            if len(wanted) > self.max_versions:
+                shown = ", ".join(map(str, wanted[:8])) + (", ..." if len(wanted) > 8 else "")
+                raise InvalidInput(
+                    f"models.{self.name}.versions: would load {len(wanted)} versions of model "
+                    f"'{self.name}' ({shown}), more than SERVICE_MAX_VERSIONS="
+                    f"{self.max_versions}"
+                )
         for label, version in config.labels.items():
             if version not in stored:
                 raise InvalidInput(

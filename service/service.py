@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import tempfile
 import time
 import typing as t
 from dataclasses import replace
@@ -29,6 +28,7 @@ import bentoml
 from pydantic import BaseModel
 
 from service import endpoints
+from service.auth import AuthSettings, RequireToken
 from service.catalog import (
     ModelInfo,
     Stored,
@@ -38,6 +38,8 @@ from service.catalog import (
     stored_versions,
 )
 from service.config import ServingSettings, cuda_device_for_worker
+from service.connections import ConnectionSettings
+from service.connections import install as install_connection_guards
 from service.cpus import sizing_message
 from service.engine import Engine
 from service.errors import ServingError, error_response, log_refusal
@@ -51,6 +53,7 @@ from service.lifecycle import (
 )
 from service.logs import configure_logging
 from service.metrics import WORKERS, track
+from service.runtime_files import server_directory
 from service.model_versions import ModelVersions
 from service.schemas import (
     ForecastRequest,
@@ -67,6 +70,9 @@ from service.schemas import (
 from service.served_model import ServedModel
 
 SETTINGS = ServingSettings.from_env()
+AUTH = AuthSettings.from_env()
+# A header timeout and a connection cap in uvicorn's HTTP protocol (it starts after this import).
+install_connection_guards(ConnectionSettings.from_env())
 configure_logging(SETTINGS.log_format)
 logger = logging.getLogger("bentoml.keras_serving.service")
 # One card per worker on GPU machines, chosen before TensorFlow first looks at the devices.
@@ -130,8 +136,10 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        # Where a config from HandleReloadConfigRequest reaches the server's other workers.
-        shared = Path(tempfile.gettempdir()) / f"keras-serving-config-{os.getppid()}.json"
+        # Where a config from HandleReloadConfigRequest reaches the server's other workers:
+        # this server's private runtime directory (service.runtime_files).
+        runtime = server_directory(os.getppid())
+        shared = runtime / "reload-config.json"
         if TAGS:  # inside a Bento: the packaged versions, no store to watch
             settings = replace(SETTINGS, poll_s=0)
             self.engine = Engine(settings, packaged_versions, MODELS, shared_config=shared)
@@ -144,7 +152,7 @@ class ModelServer:
                 sizing_message(SETTINGS.workers, SETTINGS.workers_source, SETTINGS.tf_threads)
             )
         self.peers = PeerReadiness(
-            SETTINGS.workers, bentoml.server_context.worker_index, os.getppid()
+            SETTINGS.workers, bentoml.server_context.worker_index, os.getppid(), runtime
         )
         self.stopping = False
         self.grpc: t.Any = None  # service.grpc_server.GrpcServer once the doors are open
@@ -334,7 +342,10 @@ class ModelServer:
         )
 
 
-# Outermost of the service's middleware: once shutting down, new requests are refused at once.
+# Outermost, with SERVICE_AUTH_TOKENS: no token, no door (the probes stay open).
+if not AUTH.inference_open:
+    ModelServer.add_asgi_middleware(RequireToken, settings=AUTH)
+# Next: once shutting down, new requests are refused at once.
 ModelServer.add_asgi_middleware(RefuseWhileDraining, drain=DRAIN)
 # Next: the hot routes skip BentoML's per-request machinery.
 ModelServer.add_asgi_middleware(FastRoutes, settings=SETTINGS, apis=ModelServer.apis)

@@ -46,7 +46,8 @@ class VersionPolicy:
         if self.kind == "all":
             return versions
         if self.kind == "specific":
-            return [v for v in versions if v in self.specific]
+            wanted = set(self.specific)  # linear: a long list must not cost its square
+            return [v for v in versions if v in wanted]
         return versions[-self.latest :] if versions else []
 
     def to_raw(self) -> Any:
@@ -145,17 +146,30 @@ def parse_config(raw: Any, source: str = "config") -> ServingConfig:
         if not isinstance(labels_raw, Mapping):
             raise ConfigError(f"{where}.labels: expected a mapping of label to version")
         labels = {}
+        served = set(policy.specific)
         for label, version in labels_raw.items():
             if not isinstance(label, str) or not label:
                 raise ConfigError(f"{where}.labels: label {label!r} must be a non-empty string")
             labels[label] = _version(version, f"{where}.labels.{label}")
-            if policy.kind == "specific" and labels[label] not in policy.specific:
+            if policy.kind == "specific" and labels[label] not in served:
                 raise ConfigError(
                     f"{where}.labels.{label}: version {labels[label]} is not served "
                     f"(versions: {list(policy.specific)})"
                 )
         parsed[str(name)] = ModelConfig(policy=policy, labels=labels)
     return ServingConfig(models=parsed)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without aliases: a few ``*name`` references can make a small file describe a
+    huge config, and parsing must cost no more than the file's size."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed here", self.peek_event().start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def load_model_config(path: str | Path) -> ServingConfig:
@@ -167,7 +181,7 @@ def load_model_config(path: str | Path) -> ServingConfig:
     path = Path(path)
     try:
         text = path.read_text()
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, _ConfigLoader)
     except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"SERVICE_MODEL_CONFIG={path}: {exc}") from None
     return parse_config(raw, source=str(path))

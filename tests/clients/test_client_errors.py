@@ -44,7 +44,9 @@ class FakeRpcError(grpc.RpcError):
         (503, Unavailable, True),
         (500, ServerError, False),
         (501, Unsupported, False),
-        (403, ClientError, False),
+        (401, errors.Unauthenticated, False),
+        (403, errors.PermissionDenied, False),
+        (405, ClientError, False),
     ],
 )
 def test_from_http(status: int, expected: type, retryable: bool) -> None:
@@ -68,9 +70,11 @@ def test_from_http(status: int, expected: type, retryable: bool) -> None:
         (grpc.StatusCode.UNKNOWN, ServerError, False),
         (grpc.StatusCode.DATA_LOSS, ServerError, False),
         (grpc.StatusCode.UNIMPLEMENTED, Unsupported, False),
-        (grpc.StatusCode.PERMISSION_DENIED, ClientError, False),
         # A server shutting down cancels the calls it had not started (grpc/grpc#41785).
         (grpc.StatusCode.CANCELLED, Unavailable, True),
+        (grpc.StatusCode.PERMISSION_DENIED, errors.PermissionDenied, False),
+        (grpc.StatusCode.UNAUTHENTICATED, errors.Unauthenticated, False),
+        (grpc.StatusCode.ABORTED, ClientError, False),
     ],
 )
 def test_from_rpc_error(code: grpc.StatusCode, expected: type, retryable: bool) -> None:

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["a wonderful film <br /> with brilliant actors", "bad"]
 TRANSPORTS = ("http", "grpc")
+ADMIN_TOKEN = "versions-admin-token"  # SERVICE_ADMIN_TOKEN: reloads need it
 CONFIG = "models:\n  imdb:\n    versions: all\n    labels: {stable: 1, canary: 2}\n"
 REGISTER = """
 import json, sys
@@ -86,6 +87,7 @@ def server(versioned_store, server_factory, tmp_path_factory) -> Iterator:
         SERVICE_MODEL_CONFIG=str(tmp / "models.yaml"),
         SERVICE_POLL_S="0",
         SERVICE_BATCH_BUCKETS="1,4,16,64",  # few buckets: a short warm-up
+        SERVICE_ADMIN_TOKEN=ADMIN_TOKEN,
     ) as (running, _):
         yield running
 
@@ -93,8 +95,9 @@ def server(versioned_store, server_factory, tmp_path_factory) -> Iterator:
 def make_client(server, transport: str, asynchronous: bool = False):
     module = http_client if transport == "http" else grpc_client
     cls = module.AsyncClient if asynchronous else module.Client
-    target = server.url if transport == "http" else f"127.0.0.1:{server.grpc_port}"
-    return cls(target, timeout=60, retry=1)
+    if transport == "http":
+        return cls(server.url, timeout=60, retry=1)
+    return cls(f"127.0.0.1:{server.grpc_port}", timeout=60, retry=1, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
@@ -210,6 +213,16 @@ def test_a_refused_config_is_a_typed_error_and_changes_nothing(server) -> None:
             grpc.reload_config({"imdb": {"versions": "all", "labels": {"stable": 9}}})
         with pytest.raises(errors.InvalidInput):
             grpc.reload_config({"no-such-model": {}})
+    assert _stable(server) == [1, 1]
+
+
+def test_a_reload_without_the_admin_token_is_permission_denied(server) -> None:
+    target = f"127.0.0.1:{server.grpc_port}"
+    for token in (None, "not-the-admin-token"):
+        with grpc_client.Client(target, timeout=60, retry=1, admin_token=token) as grpc:
+            with pytest.raises(errors.PermissionDenied, match="admin token"):
+                grpc.reload_config({"imdb": {"versions": "all", "labels": {"stable": 2}}})
+            assert grpc.sentiment(TEXTS[:1])[0].model.version  # inference stays open
     assert _stable(server) == [1, 1]
 
 

@@ -269,6 +269,11 @@ ENV_CASES = [
         gs.GrpcSettings(tls_cert=Path("c.pem"), tls_key=Path("k.pem")),
     ),
     ({"GRPC_TLS_CERT": "c.pem"}, "must be set together"),
+    (
+        {"GRPC_TLS_CERT": "c.pem", "GRPC_TLS_KEY": "k.pem", "GRPC_TLS_CA": "ca.pem"},
+        gs.GrpcSettings(tls_cert=Path("c.pem"), tls_key=Path("k.pem"), tls_ca=Path("ca.pem")),
+    ),
+    ({"GRPC_TLS_CA": "ca.pem"}, "GRPC_TLS_CA needs GRPC_TLS_CERT"),
     ({"GRPC_PORT": "http"}, "GRPC_PORT='http' is not an integer"),
     ({"GRPC_PORT": "70000"}, "not a TCP port"),
     ({"GRPC_ENABLED": "maybe"}, "GRPC_ENABLED"),
@@ -283,6 +288,7 @@ def test_settings_from_the_environment(monkeypatch, env, expected) -> None:
         "GRPC_PORT",
         "GRPC_TLS_CERT",
         "GRPC_TLS_KEY",
+        "GRPC_TLS_CA",
         "GRPC_GRACE_S",
     ):
         monkeypatch.delenv(name, raising=False)

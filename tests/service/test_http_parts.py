@@ -52,7 +52,7 @@ def test_body_cap_applies_to_declared_and_streamed_bodies(client):
 
 
 def test_server_is_ready_only_when_every_worker_is(tmp_path, monkeypatch):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setenv("SERVICE_RUNTIME_DIR", str(tmp_path / "run"))
     first, second = PeerReadiness(2, 1, 4242), PeerReadiness(2, 2, 4242)
     assert not first.all_ready()
     first.mark_ready()
@@ -71,7 +71,7 @@ def test_server_is_ready_only_when_every_worker_is(tmp_path, monkeypatch):
 
 
 def test_a_single_worker_needs_no_peers(tmp_path, monkeypatch):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setenv("SERVICE_RUNTIME_DIR", str(tmp_path / "run"))
     alone = PeerReadiness(4, None, 4242)  # not started by bentoml serve: no worker index
     assert not alone.all_ready()
     alone.mark_ready()

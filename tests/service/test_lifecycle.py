@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -41,7 +40,7 @@ SMALL = {"SERVICE_MODELS": "imdb", "SERVICE_BATCH_BUCKETS": "1,4"}
 
 @pytest.fixture
 def markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("SERVICE_RUNTIME_DIR", str(tmp_path / "run"))
     return tmp_path
 
 
@@ -52,7 +51,6 @@ def _dead_pid() -> int:
 
 
 def _peer(readiness: PeerReadiness, index: int, pid: int) -> None:
-    readiness.directory.mkdir(parents=True, exist_ok=True)
     (readiness.directory / f"worker-{index}").write_text(str(pid))
 
 
@@ -91,7 +89,8 @@ def test_a_worker_shutting_down_unreadies_the_server(markers: Path) -> None:
 def test_markers_of_an_earlier_server_with_the_same_parent_pid_are_ignored(markers: Path) -> None:
     readiness = PeerReadiness(2, 1, os.getpid())
     started = (Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split())[19]
-    assert readiness.directory.name == f"keras-serving-ready-{os.getpid()}-{started}"
+    assert readiness.directory.name == f"server-{os.getpid()}-{started}"
+    assert readiness.directory.parent == markers / "run"
 
 
 # ------------------------------------------------------------------ drain and HTTP gate

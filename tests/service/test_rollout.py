@@ -35,6 +35,7 @@ from tfserving_api._proto.tensorflow_serving.apis import (
 pytestmark = pytest.mark.integration
 
 POLL_S = 1.0
+ADMIN_TOKEN = "rollout-admin-token"  # SERVICE_ADMIN_TOKEN: the reload needs it
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def rollout(trained_store, server_factory, tmp_path_factory):
         SERVICE_POLL_S=str(POLL_S),
         SERVICE_BATCH_BUCKETS="1,4,16",
         SERVICE_WORKERS="2",
+        SERVICE_ADMIN_TOKEN=ADMIN_TOKEN,
     ) as (running, _):
         yield running, store
 
@@ -149,7 +151,7 @@ def _reload(server, config: dict) -> None:
     request = model_management_pb2.ReloadConfigRequest(config=model_server_config(config))
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
-            request, timeout=300
+            request, timeout=300, metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),)
         )
     assert response.status.error_code == 0
 
