@@ -70,6 +70,7 @@ class Engine:
         # this file, which every worker of the server (and a replacement) applies too.
         self.shared_config = shared_config
         self._stamps: dict[str, int | None] = {}
+        self._started_settled = False  # every version wanted at start loaded or failed
         self._watcher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -188,8 +189,15 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """Every model answers requests that name no version."""
-        return bool(self.models) and all(model.ready for model in self.models.values())
+        """Every model answers requests that name no version and, the first time, every
+        version the config wants at start has loaded or failed (so that /readyz never turns
+        true while a version a client may ask for is still loading; later loads, e.g. a
+        rollout, happen while ready)."""
+        if not self.models or not all(model.ready for model in self.models.values()):
+            return False
+        if not self._started_settled:
+            self._started_settled = self.settled()
+        return self._started_settled
 
     def model(
         self, name: str, version: str | int | None = None, label: str | None = None

@@ -310,3 +310,54 @@ def test_a_missing_config_file_stops_the_start(tmp_path, run):
 
     with pytest.raises(ConfigError, match="SERVICE_MODEL_CONFIG=.*missing.yaml: no such file"):
         run(start())
+
+
+class _Loading:
+    """A ServedModel stand-in whose load finishes when the test says so."""
+
+    def __init__(self, stored: StoredVersion) -> None:
+        from concurrent.futures import Future
+
+        self.info, self.path, self.error = stored.info, stored.path, None
+        self.state = State.START
+        self.done: Future[None] = Future()
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.AVAILABLE
+
+    def start(self):
+        self.state = State.LOADING
+        return self.done
+
+    def finish(self, state: State = State.AVAILABLE) -> None:
+        self.state = state
+        self.done.set_result(None)
+
+    async def close(self) -> None:
+        self.state = State.END
+
+
+def test_not_ready_at_start_until_every_wanted_version_has_loaded_or_failed(trained_store, run):
+    """/readyz must not turn true with v1 while v2, which a client may ask for, still loads;
+    once ready, later loads (a rollout) keep it ready."""
+    from service.model_versions import ModelVersions
+
+    stored = {v: _stored(trained_store, "cosine", v) for v in (1, 2, 3)}
+    engine = Engine(SETTINGS, dict, [])
+    versions = ModelVersions("cosine", _Loading)
+    engine.models = {"cosine": versions}
+
+    async def update(config) -> None:
+        versions.update({v: stored[v] for v in config}, parse_config(
+            {"models": {"cosine": {"versions": "all"}}}).for_model("cosine"))  # fmt: skip
+
+    run(update((1, 2)))
+    versions.versions[1].finish()
+    run(asyncio.sleep(0.05))
+    assert versions.ready and not engine.ready  # v1 answers, v2 still loading
+    versions.versions[2].finish(State.END)  # failed: settled all the same
+    run(asyncio.sleep(0.05))
+    assert engine.ready
+    run(update((1, 2, 3)))  # a new version while serving: still ready
+    assert versions.versions[3].state is State.LOADING and engine.ready
