@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from loadtest import report
 from loadtest.bare_servers import LAYERS, Layer
-from loadtest.doors import DOORS
+from loadtest.doors import DOORS, GRPC_DOORS
 from loadtest.generator import MetricsDelta, load_client, measure, workload
 from loadtest.probe import WindowProbe
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
@@ -370,11 +370,11 @@ def _run_service(
     result: dict[str, Any],
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    if "grpc" in modes and not asyncio.run(wait_for_grpc(grpc_target)):
+    if set(GRPC_DOORS) & set(modes) and not asyncio.run(wait_for_grpc(grpc_target)):
         note = f"gRPC at {grpc_target} was not serving after 60 s: gRPC runs skipped"
         print(f"WARNING: {note}", flush=True)
         result["notes"].append(note)
-        modes = [m for m in modes if m != "grpc"]
+        modes = [m for m in modes if m not in GRPC_DOORS]
     # Doors alternate at each level: a batcher may adapt to recent traffic, so every door
     # must see the same history (with BentoML's batcher, gRPC at c=1 right after HTTP at
     # c=64 met a batcher still waiting ~40 ms for company).
@@ -383,7 +383,7 @@ def _run_service(
             levels = args.concurrency if items == 1 else args.items_concurrency
             for level in levels:
                 for mode in modes:
-                    target = grpc_target if mode == "grpc" else url
+                    target = grpc_target if mode in GRPC_DOORS else url
                     records.append(
                         asyncio.run(run_level(model, mode, target, level, args, url, server, items))
                     )

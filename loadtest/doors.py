@@ -1,8 +1,10 @@
 """What the load generator sends through each door, encoded once, and how it checks answers.
 
-Three doors reach the same models: ``http`` (the friendly JSON endpoints), ``tfserving``
-(TF Serving REST, ``POST /v1/models/{m}:predict`` with ``instances``) and ``grpc`` (TF
-Serving's ``PredictionService/Predict``). Each door's requests are built once per model and
+Five doors reach the same models: ``http`` (the friendly JSON endpoints), ``tfserving``
+(TF Serving REST, ``POST /v1/models/{m}:predict`` with ``instances``), ``grpc`` (TF
+Serving's ``PredictionService/Predict``), and the Open Inference Protocol's: ``v2-http``
+(``POST /v2/models/{m}/infer`` with the binary tensor data extension, as tritonclient sends
+it) and ``v2-grpc`` (``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``). Each door's requests are built once per model and
 items-per-request, ``POOL`` distinct ones cycled through during a run, so the generator
 spends its CPU on the protocol, not on encoding: JSON bodies are bytes, and gRPC requests
 are serialized ``PredictRequest`` bytes sent through a raw ``grpc.aio`` multicallable (no
@@ -10,7 +12,7 @@ serializer, no client library). Answers are checked cheaply but for real: the ou
 tensor is decoded (``tfserving_api.tensors.to_ndarray`` over gRPC, the JSON body over REST)
 and its shape and range checked by :func:`loadtest.checks.check_outputs`.
 
-``tfserving`` and ``grpc`` call the signature the friendly endpoint calls (raw text for
+``tfserving``, ``grpc`` and the V2 doors call the signature the friendly endpoint calls (raw text for
 imdb, reuters and the translator, float pixels in [0, 1] on ``serving_default`` for images,
 ``forecast`` for cosine), so the three doors run the same model function.
 
@@ -32,6 +34,8 @@ import numpy as np
 
 from loadtest import checks, payloads
 from loadtest.ceiling import model_inputs
+from tfserving_api import open_inference
+from tfserving_api._proto.inference import grpc_predict_v2_pb2
 from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
 from tfserving_api.contract import (
     FORECAST_SIGNATURE,
@@ -41,9 +45,12 @@ from tfserving_api.contract import (
 )
 from tfserving_api.tensors import to_ndarray, to_tensor_proto
 
-DOORS = ("http", "tfserving", "grpc")
+DOORS = ("http", "tfserving", "grpc", "v2-http", "v2-grpc")
+GRPC_DOORS = ("grpc", "v2-grpc")  # sent through GrpcChannels, the others through aiohttp
 POOL = 64  # distinct requests per model and size, cycled through by the workers
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+V2_HEADER = "Inference-Header-Content-Length"
 CLIENTS_PER_CHANNEL = 16  # gRPC load: one HTTP/2 connection per this many workers
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -146,6 +153,101 @@ def check_tfserving_body(model: str, body: bytes, items: int) -> None:
     checks.check_outputs(model, {output: np.asarray(values)}, items)
 
 
+def _v2_tensor(batch: np.ndarray) -> tuple[str, bytes]:
+    row = open_inference.datatype_for(batch.dtype)
+    return row.name, open_inference.to_raw(batch, row)
+
+
+@functools.cache
+def v2_http_bodies(model: str, items: int = 1) -> tuple[tuple[bytes, int], ...]:
+    """``POOL`` pre-encoded V2 ``/infer`` bodies in the binary tensor data extension: the
+    JSON header (input described, ``binary_data_size``; outputs binary), then the raw tensor.
+
+    Returns:
+        ``(body, JSON header length)`` pairs; the length goes in ``Inference-Header-Content-Length``.
+    """
+    signature, name, _ = SIGNATURES[model]
+    bodies = []
+    for batch in _batches(model, items):
+        datatype, raw = _v2_tensor(batch)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {"name": name, "datatype": datatype, "shape": list(batch.shape),
+                     "parameters": {"binary_data_size": len(raw)}}
+                ],
+                "parameters": {"signature_name": signature, "binary_data_output": True},
+            },
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+        bodies.append((header + raw, len(header)))
+    return tuple(bodies)
+
+
+@functools.cache
+def v2_grpc_requests(model: str, items: int = 1) -> tuple[bytes, ...]:
+    """``POOL`` serialized ``ModelInferRequest`` messages (``raw_input_contents``)."""
+    signature, name, _ = SIGNATURES[model]
+    requests = []
+    for batch in _batches(model, items):
+        datatype, raw = _v2_tensor(batch)
+        request = grpc_predict_v2_pb2.ModelInferRequest(model_name=model)
+        request.inputs.add(name=name, datatype=datatype, shape=batch.shape)
+        request.raw_input_contents.append(raw)
+        request.parameters["signature_name"].string_param = signature
+        requests.append(request.SerializeToString())
+    return tuple(requests)
+
+
+def _v2_output(outputs: list[dict[str, Any]], raws: list[bytes], output: str) -> np.ndarray:
+    names = [o.get("name") for o in outputs]
+    if output not in names:
+        raise checks.BadResponse(f"no output {output!r} in {names}")
+    index = names.index(output)
+    tensor = outputs[index]
+    try:
+        row = open_inference.datatype(tensor["datatype"])
+        return open_inference.from_raw(row, list(tensor["shape"]), raws[index])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise checks.BadResponse(f"output {output!r} does not decode: {exc}") from None
+
+
+def check_v2_http_body(model: str, body: bytes, header_length: str | None, items: int) -> None:
+    """Checks a binary V2 ``/infer`` answer: JSON header, then every output's raw bytes.
+
+    Raises:
+        checks.BadResponse: no header length, malformed JSON, or a wrong output.
+    """
+    if header_length is None or not header_length.isdigit():
+        raise checks.BadResponse(f"no {V2_HEADER} header: {body[:200]!r}")
+    size = int(header_length)
+    try:
+        outputs = json.loads(body[:size])["outputs"]
+        raws, offset = [], size
+        for tensor in outputs:
+            length = tensor["parameters"]["binary_data_size"]
+            raws.append(body[offset : offset + length])
+            offset += length
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checks.BadResponse(f"malformed V2 answer ({exc}): {body[:200]!r}") from None
+    output = SIGNATURES[model][2]
+    checks.check_outputs(model, {output: _v2_output(outputs, raws, output)}, items)
+
+
+def check_infer_response(model: str, data: bytes, items: int) -> None:
+    """Decodes a serialized ``ModelInferResponse`` and checks its output (raw contents).
+
+    Raises:
+        checks.BadResponse: the output is missing or has the wrong shape or values.
+    """
+    response = grpc_predict_v2_pb2.ModelInferResponse.FromString(data)
+    outputs = [{"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}
+               for o in response.outputs]  # fmt: skip
+    output = SIGNATURES[model][2]
+    array = _v2_output(outputs, list(response.raw_output_contents), output)
+    checks.check_outputs(model, {output: array}, items)
+
+
 def _http(model: str, items: int, path: str | None = None) -> Call:
     path, bodies = path or payloads.PATHS[model], payloads.json_bodies(model, items)
     headers = {"Content-Type": "application/json"}
@@ -184,20 +286,52 @@ def _grpc(model: str, items: int, path: str | None = None) -> Call:
     return call
 
 
+def _v2_http(model: str, items: int, path: str | None = None) -> Call:
+    path, bodies = path or f"/v2/models/{model}/infer", v2_http_bodies(model, items)
+    headers = [
+        {"Content-Type": "application/octet-stream", V2_HEADER: str(length)}
+        for _, length in bodies
+    ]
+
+    async def call(session: Any, n: int) -> None:
+        index = n % len(bodies)
+        async with session.post(path, data=bodies[index][0], headers=headers[index]) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
+            length = response.headers.get(V2_HEADER)
+        check_v2_http_body(model, body, length, items)
+
+    return call
+
+
+def _v2_grpc(model: str, items: int, path: str | None = None) -> Call:
+    requests = v2_grpc_requests(model, items)
+
+    async def call(channels: GrpcChannels, n: int) -> None:
+        data = await channels.predict(requests[n % len(requests)], n)
+        check_infer_response(model, data, items)
+
+    return call
+
+
 def door_call(door: str, model: str, items: int = 1, path: str | None = None) -> Call:
     """The checked request of ``model`` through ``door``, ``items`` items per request.
 
     Args:
-        door: ``http``, ``tfserving`` or ``grpc``.
+        door: ``http``, ``tfserving``, ``grpc``, ``v2-http`` or ``v2-grpc``.
         model: imdb, reuters, cifar, mnist, cosine or translator.
         items: Items per request (cosine's friendly endpoint always takes one window).
         path: An HTTP path instead of the door's own (a bare server); ignored for gRPC.
 
     Returns:
         An async callable ``(client, request number)``: an aiohttp session for the HTTP
-        doors, :class:`GrpcChannels` for gRPC.
+        doors, :class:`GrpcChannels` (with :func:`grpc_method` of the door) for gRPC ones.
     """
-    builders = {"http": _http, "tfserving": _tfserving, "grpc": _grpc}
+    builders = {
+        "http": _http, "tfserving": _tfserving, "grpc": _grpc,
+        "v2-http": _v2_http, "v2-grpc": _v2_grpc,
+    }  # fmt: skip
     if door not in builders:
         raise ValueError(f"unknown door {door!r}; choose from {', '.join(DOORS)}")
     if model not in SIGNATURES:
@@ -205,20 +339,30 @@ def door_call(door: str, model: str, items: int = 1, path: str | None = None) ->
     return builders[door](model, items, path)
 
 
+def grpc_method(door: str) -> str:
+    """The RPC a gRPC door's requests go to."""
+    return INFER_METHOD if door == "v2-grpc" else PREDICT_METHOD
+
+
 class GrpcChannels:
     """``grpc.aio`` channels to one target, each its own HTTP/2 connection (a local
     subchannel pool: otherwise channels to one target share one connection), with the raw
-    ``Predict`` multicallable: bytes in, bytes out, no (de)serializer in the generator.
+    ``Predict`` (or ``method``) multicallable: bytes in, bytes out, no (de)serializer in the
+    generator.
 
     Args:
         target: ``host:port``.
         concurrency: Closed-loop workers; one channel per ``CLIENTS_PER_CHANNEL`` of them.
         timeout: Deadline per call, seconds.
+        method: The RPC's path (``PREDICT_METHOD``, ``INFER_METHOD``).
     """
 
-    def __init__(self, target: str, concurrency: int, timeout: float = 30.0) -> None:
+    def __init__(
+        self, target: str, concurrency: int, timeout: float = 30.0, method: str = PREDICT_METHOD
+    ) -> None:
         self.target = target
         self.timeout = timeout
+        self.method = method
         self.count = max(1, -(-concurrency // CLIENTS_PER_CHANNEL))
         self.channels: list[Any] = []
         self.methods: list[Any] = []
@@ -234,7 +378,7 @@ class GrpcChannels:
         for _ in range(self.count):
             channel = grpc.aio.insecure_channel(self.target, options=options)
             self.channels.append(channel)
-            self.methods.append(channel.unary_unary(PREDICT_METHOD, _registered_method=True))
+            self.methods.append(channel.unary_unary(self.method, _registered_method=True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -242,5 +386,5 @@ class GrpcChannels:
             await channel.close()
 
     async def predict(self, request: bytes, n: int) -> bytes:
-        """Sends one serialized ``PredictRequest`` on channel ``n % count``; its answer's bytes."""
+        """Sends one serialized request on channel ``n % count``; its answer's bytes."""
         return await self.methods[n % self.count](request, timeout=self.timeout)

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import aiohttp
 import numpy as np
 
-from loadtest.doors import Call, GrpcChannels, door_call
+from loadtest.doors import GRPC_DOORS, Call, GrpcChannels, door_call, grpc_method
 
 TIMEOUT_S = 30.0
 
@@ -98,8 +98,9 @@ async def load_client(door: str, target: str, concurrency: int) -> AsyncIterator
     """What :func:`workload` calls send through: :class:`loadtest.doors.GrpcChannels` (one
     connection per 16 workers) for ``grpc``, else an ``aiohttp`` session with a connection
     per worker. No retries: every failure counts."""
-    if door == "grpc":
-        async with GrpcChannels(target, concurrency, timeout=TIMEOUT_S) as channels:
+    if door in GRPC_DOORS:
+        method = grpc_method(door)
+        async with GrpcChannels(target, concurrency, timeout=TIMEOUT_S, method=method) as channels:
             yield channels
         return
     connector = aiohttp.TCPConnector(limit=concurrency + 4)

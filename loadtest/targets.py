@@ -18,6 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 DOORS = ("http", "tfserving", "grpc")
+# The Open Inference Protocol's doors, each measured against the TF Serving door of its
+# transport (issue 18: within 15 % of its throughput in the same run).
+V2_PEERS = {"v2-http": "tfserving", "v2-grpc": "grpc"}
+V2_GOAL = 0.85
 # Above this share of one core, the single-threaded generator may be what limits a run.
 GENERATOR_CPU_LIMIT = 0.8
 TARGET_CONCURRENCY = 64
@@ -76,10 +80,12 @@ def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[st
         per_level = {}
         levels = sorted(
             {r["concurrency"] for r in find(records, model, "naive")}
-            | {r["concurrency"] for d in DOORS for r in find(records, model, d)}
+            | {r["concurrency"] for d in (*DOORS, *V2_PEERS) for r in find(records, model, d)}
         )
         for level in levels:
-            rows = {m: _first(find(records, model, m, level)) for m in (*DOORS, "naive")}
+            rows = {
+                m: _first(find(records, model, m, level)) for m in (*DOORS, *V2_PEERS, "naive")
+            }
             thr = {m: r["throughput"] if r else None for m, r in rows.items()}
             p50 = {m: r["p50_ms"] if r else None for m, r in rows.items()}
             row: dict[str, float | None] = {}
@@ -89,6 +95,9 @@ def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[st
             row["grpc_over_http_throughput"] = _ratio(thr["grpc"], thr["http"])
             row["tfserving_over_http_throughput"] = _ratio(thr["tfserving"], thr["http"])
             row["grpc_over_http_p50"] = _ratio(p50["grpc"], p50["http"])
+            for door, peer in V2_PEERS.items():
+                if thr[door] is not None:
+                    row[f"{door}_over_{peer}_throughput"] = _ratio(thr[door], thr[peer])
             per_level[str(level)] = row
         overhead = {}
         for door in DOORS:
@@ -151,6 +160,13 @@ def _targets(records: list[dict[str, Any]], ratios: dict[str, Any]) -> list[dict
         row = find(records, "imdb", door, level)[0]
         targets.append(_target(f"imdb {door} c={level}: p99 ms", row["p99_ms"], "<=", P99_GOALS_MS[door]))  # fmt: skip
         targets.append(_target(f"imdb {door} c={level}: errors", row["errors"], "<=", 0))
+    for door, peer in V2_PEERS.items():
+        level = _level(records, "imdb", door)
+        if level is None or not find(records, "imdb", peer, level):
+            continue
+        by_level = ratios.get("imdb", {}).get("by_concurrency", {}).get(str(level), {})
+        value = by_level.get(f"{door}_over_{peer}_throughput")
+        targets.append(_target(f"imdb {door} c={level}: throughput / {peer}", value, ">=", V2_GOAL))
     for door, added in ratios.get("imdb", {}).get("added_ms_at_concurrency_1", {}).items():
         name = f"imdb {door} c=1: ms added to the in-process call (p50)"
         targets.append(_target(name, added, "<=", ADDED_GOALS_MS[door]))

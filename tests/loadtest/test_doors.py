@@ -127,3 +127,96 @@ def test_every_layer_has_a_command_and_a_readiness_check():
         command = layer.command("/v/bin/python", 3200)
         assert "3200" in command
         assert layer.ready_url(3200).startswith("tcp://" if layer.door == "grpc" else "http://")
+
+
+# ---------------------------------------------------------------- the V2 doors
+
+
+def _served_info(model: str):
+    """The ModelInfo the service would build, from the signatures the payloads target."""
+    from service.catalog import ModelInfo, SignatureSpec, TensorSpec
+
+    signature, name, output = doors.SIGNATURES[model]
+    batch = doors._batches(model, 1)[0]
+    dtype = "string" if batch.dtype == object else str(batch.dtype)
+    spec = TensorSpec(name, dtype, (None, *batch.shape[1:]))
+    outputs = {output: TensorSpec(output, "float32", (None,))}
+    return ModelInfo(model, 1, "v", f"{model}:x", (), {signature: SignatureSpec(signature, {name: spec}, outputs)})
+
+
+@pytest.mark.parametrize("model", sorted(doors.SIGNATURES))
+@pytest.mark.parametrize("items", [1, 3])
+def test_v2_http_bodies_decode_with_the_servers_own_parser(model, items):
+    from service import v2_codec
+    from service.grpc_codec import Limits
+    from service.v2_rest import parse_infer_request
+
+    bodies = doors.v2_http_bodies(model, items)
+    assert len(bodies) == doors.POOL and len({body for body, _ in bodies}) > 1
+    body, length = bodies[0]
+    request, _, binary_default = parse_infer_request(body, str(length))
+    assert binary_default is True and request.signature_name == doors.SIGNATURES[model][0]
+    info = _served_info(model)
+    signature = v2_codec.choose_signature(info, request.signature_name, request.input_names)
+    batch = v2_codec.decode_inputs(request.inputs, signature, Limits(64, 8 << 20))
+    expected = doors._batches(model, items)[0]
+    assert batch.shape == expected.shape
+    if expected.dtype != object:
+        np.testing.assert_array_equal(batch, expected)
+
+
+@pytest.mark.parametrize("model", sorted(doors.SIGNATURES))
+def test_v2_grpc_requests_are_model_infer_requests(model):
+    from service.v2_grpc import infer_request
+    from tfserving_api._proto.inference import grpc_predict_v2_pb2
+
+    requests = doors.v2_grpc_requests(model, 2)
+    message = grpc_predict_v2_pb2.ModelInferRequest.FromString(requests[0])
+    assert message.model_name == model and len(message.raw_input_contents) == 1
+    parsed = infer_request(message)
+    assert parsed.signature_name == doors.SIGNATURES[model][0]
+    assert parsed.inputs[0].shape[0] == 2
+
+
+def test_v2_answers_are_checked():
+    from tfserving_api._proto.inference import grpc_predict_v2_pb2
+
+    response = grpc_predict_v2_pb2.ModelInferResponse(model_name="imdb")
+    response.outputs.add(name="probabilities", datatype="FP32", shape=[2, 2])
+    response.raw_output_contents.append(ROWS.tobytes())
+    doors.check_infer_response("imdb", response.SerializeToString(), 2)
+    with pytest.raises(checks.BadResponse, match="for 1 items"):
+        doors.check_infer_response("imdb", response.SerializeToString(), 1)
+    with pytest.raises(checks.BadResponse, match="no output 'translation'"):
+        doors.check_infer_response("translator", response.SerializeToString(), 2)
+    header = json.dumps({"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [2, 2],
+                                      "parameters": {"binary_data_size": 16}}]}).encode()  # fmt: skip
+    doors.check_v2_http_body("imdb", header + ROWS.tobytes(), str(len(header)), 2)
+    with pytest.raises(checks.BadResponse, match="does not decode"):
+        doors.check_v2_http_body("imdb", header + ROWS.tobytes()[:8], str(len(header)), 2)
+    with pytest.raises(checks.BadResponse, match="no Inference-Header-Content-Length"):
+        doors.check_v2_http_body("imdb", header, None, 2)
+
+
+def test_v2_grpc_door_uses_model_infer():
+    assert doors.grpc_method("v2-grpc") == doors.INFER_METHOD
+    assert doors.grpc_method("grpc") == doors.PREDICT_METHOD
+    assert set(doors.GRPC_DOORS) <= set(doors.DOORS)
+
+
+def test_v2_targets_compare_with_the_tf_serving_door_of_the_transport():
+    from loadtest.targets import summarize
+
+    def record(mode: str, throughput: float) -> dict:
+        return {"model": "imdb", "mode": mode, "concurrency": 64, "items": 1, "throughput": throughput,
+                "p50_ms": 1.0, "p99_ms": 10.0, "errors": 0}  # fmt: skip
+
+    records = [record("tfserving", 100.0), record("v2-http", 90.0), record("grpc", 200.0),
+               record("v2-grpc", 160.0)]  # fmt: skip
+    summary = summarize(records, ("imdb",))
+    row = summary["ratios"]["imdb"]["by_concurrency"]["64"]
+    assert row["v2-http_over_tfserving_throughput"] == pytest.approx(0.9)
+    assert row["v2-grpc_over_grpc_throughput"] == pytest.approx(0.8)
+    verdicts = {t["target"]: t["met"] for t in summary["targets"] if "/ tfserving" in t["target"] or "/ grpc" in t["target"]}
+    assert verdicts == {"imdb v2-http c=64: throughput / tfserving": True,
+                        "imdb v2-grpc c=64: throughput / grpc": False}  # fmt: skip

@@ -343,3 +343,25 @@ def test_every_door_shares_the_batches(server, http) -> None:
     assert batches - single > 0, "no batch held more than one request"
     for door in ("v2", "v2-grpc", "grpc", "rest"):
         assert f'keras_serving_requests_total{{code="200",door="{door}",model="imdb"}}' in metrics
+
+
+def test_bench_payloads_of_the_v2_doors_are_answered(server) -> None:
+    """``make bench``'s pre-encoded V2 requests (loadtest/doors.py), a few of each model,
+    answered and checked by the bench's own checks (no load: the machine is shared)."""
+    import aiohttp
+
+    from loadtest.doors import GrpcChannels, door_call, grpc_method
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(server.url) as session:
+            for model in MODELS:
+                for items in (1, 3):
+                    call = door_call("v2-http", model, items)
+                    await asyncio.gather(*(call(session, n) for n in range(3)))
+        target = f"127.0.0.1:{server.grpc_port}"
+        async with GrpcChannels(target, 4, method=grpc_method("v2-grpc")) as channels:
+            for model in MODELS:
+                call = door_call("v2-grpc", model, 2)
+                await asyncio.gather(*(call(channels, n) for n in range(3)))
+
+    asyncio.run(run())
