@@ -11,10 +11,11 @@ service's outermost middleware, answers the hot routes itself:
   (:class:`service.schemas.RequestModel`, JSON or multipart) and the *same* bound method is
   called, so both paths share one implementation;
 * TensorFlow Serving's REST routes (:mod:`service.tfserving_rest`), the Open Inference
-  Protocol's (:mod:`service.v2_rest`) and the ``/docs`` page.
+  Protocol's (:mod:`service.v2_rest`), the ``/docs`` page and ``/metrics`` (BentoML's is
+  off with its path-labelled metrics, :mod:`service.http_metrics`).
 
-Everything else (``/readyz``, ``/livez``, ``/metrics``, ``/docs.json``, unknown routes)
-falls through to BentoML's app. On both paths every error body is ``{"error": "..."}``
+Everything else (``/readyz``, ``/livez``, ``/docs.json``, unknown routes) falls through to
+BentoML's app. On both paths every error body is ``{"error": "..."}``
 and bodies over ``SERVICE_MAX_BODY_BYTES`` are 413 before any parsing.
 
 Typical usage::
@@ -45,6 +46,7 @@ from service.errors import (
     internal_error_response,
     log_refusal,
 )
+from service.http_metrics import METRICS_PATH, metrics_view
 from service.middleware import (
     ASGIApp,
     BodyLimitMiddleware,
@@ -57,6 +59,9 @@ from service.middleware import (
 from service.served_model import request_deadline
 
 logger = logging.getLogger("bentoml.keras_serving.http")
+
+# BentoML's own routes that label metrics by their path (service.http_metrics).
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/docs", "/docs.json", METRICS_PATH})
 
 
 def _service() -> t.Any:
@@ -104,6 +109,8 @@ class FastRoutes:
         routes = [api_route(name, api) for name, api in apis.items()]
         routes += [*tfserving_rest.routes, *v2_rest.routes]
         routes.append(Route("/docs", docs_page, methods=["GET"]))
+        # BentoML's /metrics is off with its metrics middleware (service.http_metrics).
+        routes.append(Route(METRICS_PATH, metrics_view, methods=["GET"]))
         self.timeout_s = settings.timeout_s
         self.paths = {route.path for route in routes if "{" not in route.path}
         # Both paths answer errors as {"error": ...} and cap the body.

@@ -43,7 +43,8 @@ from service.connections import install as install_connection_guards
 from service.cpus import sizing_message
 from service.engine import Engine
 from service.errors import ServingError, error_response, log_refusal
-from service.http_router import FastRoutes
+from service.http_metrics import RouteMetrics
+from service.http_router import PROBE_PATHS, FastRoutes
 from service.lifecycle import (
     DRAIN,
     PeerReadiness,
@@ -114,6 +115,9 @@ def with_models(cls: type) -> type:
     return cls
 
 
+SERVICE_NAME = "keras_serving"
+
+
 def service_config(settings: ServingSettings) -> dict[str, t.Any]:
     """BentoML's service options: workers, timeout, GPUs, and the per-request middleware
     kept (access log and tracing only when asked for: their cost is in ARCHITECTURE.md)."""
@@ -121,6 +125,9 @@ def service_config(settings: ServingSettings) -> dict[str, t.Any]:
         "workers": settings.workers,
         "traffic": {"timeout": settings.timeout_s},
         "logging": {"access": {"enabled": settings.access_log}},
+        # BentoML's metrics middleware labels its series with the raw path (unbounded);
+        # service.http_metrics records the same series by route template, and serves /metrics.
+        "metrics": {"enabled": False},
     }
     if not settings.tracing:
         config["tracing"] = {"excluded_urls": [".*"]}
@@ -129,7 +136,7 @@ def service_config(settings: ServingSettings) -> dict[str, t.Any]:
     return config
 
 
-@bentoml.service(name="keras_serving", **service_config(SETTINGS))
+@bentoml.service(name=SERVICE_NAME, **service_config(SETTINGS))
 @with_models
 class ModelServer:
     """Friendly JSON endpoints, TF Serving's REST and gRPC APIs for every served model."""
@@ -342,7 +349,13 @@ class ModelServer:
         )
 
 
-# Outermost, with SERVICE_AUTH_TOKENS: no token, no door (the probes stay open).
+# Outermost of the service's middleware: every request counted under its route template.
+ModelServer.add_asgi_middleware(
+    RouteMetrics,
+    known_paths={api.route for api in ModelServer.apis.values()} | PROBE_PATHS,
+    service_name=SERVICE_NAME,
+)
+# Next, with SERVICE_AUTH_TOKENS: no token, no door (the probes stay open).
 if not AUTH.inference_open:
     ModelServer.add_asgi_middleware(RequireToken, settings=AUTH)
 # Next: once shutting down, new requests are refused at once.
