@@ -9,9 +9,13 @@ batches and hands each to the model's own thread, so the event loop never blocks
   ``max_batch_size``). While the model runs, new requests queue up and form the next
   batch. ``max_queue_delay_s`` (Triton's ``max_queue_delay_microseconds``, TF Serving's
   ``batch_timeout_micros``) optionally holds a batch back to let it fill; 0 by default.
-* **Back-pressure.** At most ``max_queue_rows`` rows wait (TF Serving's
-  ``max_enqueued_batches`` x ``max_batch_size``); past it :meth:`submit` raises
-  :class:`~service.errors.Overloaded` at once instead of queueing.
+* **Admission by time.** :meth:`submit` refuses a request at once
+  (:class:`~service.errors.Overloaded`) when the wait it would face exceeds its budget:
+  ``max_queue_wait_s``, or what is left of its own deadline if that is shorter. The wait is
+  estimated as the rows ahead of it divided by the rows per second the model achieves
+  (:class:`ThroughputEstimate`, a moving average of the batches it ran, optimistic until
+  measured), plus what is left of the batch running now. ``max_queue_rows`` is only a
+  memory guard on top (TF Serving's ``max_enqueued_batches`` x ``max_batch_size``).
 * **Deadlines and cancellation.** A request whose deadline has passed when its batch forms
   is answered :class:`~service.errors.DeadlineExceeded` and never reaches the model; a
   request whose caller went away (cancelled) is skipped.
@@ -25,7 +29,7 @@ and signature, and the tests drive it with plain functions.
 Typical usage::
 
     batcher = Batcher(predictor_call, executor=model_thread, max_batch_size=64,
-                      max_queue_rows=1024)
+                      max_queue_rows=16384, max_queue_wait_s=1.0)
     outputs = await batcher.submit(np.zeros((1, 500), np.int32), deadline=time.monotonic() + 5)
     outputs["probabilities"]          # shape (1, 2)
 """
@@ -57,14 +61,108 @@ class BatchObserver:
         """Rows left waiting after a batch formed (not called per request: it is cheap to
         keep that way with prometheus_client's multiprocess files)."""
 
-    def refused(self) -> None:
-        """A request was refused because the queue was full."""
+    def refused(self, reason: str) -> None:
+        """A request was refused before queueing: ``overload`` (the row cap, a memory
+        guard) or ``wait`` (its estimated wait exceeds its budget)."""
 
     def expired(self) -> None:
         """A request's deadline passed before its batch formed."""
 
     def batch(self, rows: int, waits: list[float], seconds: float) -> None:
         """A batch of ``rows`` ran in ``seconds``; ``waits`` are its requests' queue waits."""
+
+
+# Before the model ran any batch, assume it is this fast: optimistic, so a fresh model
+# admits work up to the row cap, and its first batches measure the real rate.
+OPTIMISTIC_ROWS_PER_S = 1_000_000.0
+# Weight of the newest batch in the moving average of a size class's rate.
+RATE_WEIGHT = 0.3
+# The reasons a request is refused before queueing (keras_serving_refused_total{reason}).
+REFUSED_ROWS, REFUSED_WAIT = "overload", "wait"
+
+
+class ThroughputEstimate:
+    """Rows per second the model achieves, per batch-size class (powers of two up to
+    ``max_batch_size``): a moving average over the batches it ran.
+
+    A class not measured yet is estimated optimistically from the nearest one that is: a
+    bigger batch is assumed to take no longer than a smaller one (batching is how a model
+    gets faster per row), a smaller one to be as fast per row as a bigger one. With nothing
+    measured, ``default_rows_per_s``.
+    """
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        weight: float = RATE_WEIGHT,
+        default_rows_per_s: float = OPTIMISTIC_ROWS_PER_S,
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.weight = weight
+        self.default_rows_per_s = default_rows_per_s
+        self._rates: dict[int, float] = {}  # size class -> rows per second
+
+    def size_class(self, rows: int) -> int:
+        """The power of two at or above ``rows``, at most ``max_batch_size``."""
+        return min(self.max_batch_size, 1 << max(0, rows - 1).bit_length())
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """One batch of ``rows`` took ``seconds`` of model time."""
+        if rows < 1 or seconds <= 0:
+            return
+        size = self.size_class(rows)
+        rate = rows / seconds
+        old = self._rates.get(size)
+        self._rates[size] = rate if old is None else old + self.weight * (rate - old)
+
+    def rows_per_s(self, rows: int) -> float:
+        """The rate a batch of ``rows`` runs at (measured, or estimated optimistically)."""
+        size = self.size_class(rows)
+        if size in self._rates:
+            return self._rates[size]
+        below = [s for s in self._rates if s < size]
+        if below:
+            nearest = max(below)
+            return self._rates[nearest] * size / nearest
+        above = [s for s in self._rates if s > size]
+        if above:
+            return self._rates[min(above)]
+        return self.default_rows_per_s
+
+    def batch_seconds(self, rows: int) -> float:
+        """How long a batch of ``rows`` takes."""
+        return rows / self.rows_per_s(rows) if rows > 0 else 0.0
+
+    def wait_seconds(
+        self, rows_ahead: int, running_rows: int = 0, running_for: float = 0.0
+    ) -> float:
+        """How long a new request waits before its batch starts: what is left of the batch
+        running now (``running_rows``, started ``running_for`` seconds ago), then the
+        ``rows_ahead`` queued before it, in full batches."""
+        left = max(0.0, self.batch_seconds(running_rows) - running_for) if running_rows else 0.0
+        return left + rows_ahead / self.rows_per_s(self.max_batch_size)
+
+
+def wait_budget(max_wait_s: float, deadline: float | None, now: float) -> float | None:
+    """The longest a request may wait in the queue: ``max_wait_s`` (0 = no limit), or what
+    is left of its ``deadline`` if that is shorter. None: no limit."""
+    budgets = [max_wait_s] if max_wait_s > 0 else []
+    if deadline is not None:
+        budgets.append(deadline - now)
+    return min(budgets) if budgets else None
+
+
+def refuse_reason(
+    queued_rows: int, rows: int, max_queue_rows: int, wait_s: float, budget_s: float | None
+) -> str | None:
+    """The admission rule: why a request of ``rows`` must be refused now, or None to queue
+    it. The row cap (memory) first; a request alone in an empty queue always passes it.
+    Then time: a request that would wait (``wait_s`` > 0) longer than its budget."""
+    if queued_rows > 0 and queued_rows + rows > max_queue_rows:
+        return REFUSED_ROWS
+    if budget_s is not None and wait_s > 0 and wait_s > budget_s:
+        return REFUSED_WAIT
+    return None
 
 
 @dataclass(eq=False)
@@ -87,11 +185,15 @@ class Batcher:
             Runs on ``executor`` (one thread per model), never in the event loop.
         executor: where ``run`` is called.
         max_batch_size: the most rows one model call takes.
-        max_queue_rows: the most rows that may wait; more is refused at once.
+        max_queue_rows: the most rows that may wait (a memory guard); more is refused at once.
+        max_queue_wait_s: the longest estimated wait a request is queued for (0: no limit
+            but its deadline); longer is refused at once.
         max_queue_delay_s: how long the oldest request may wait for a batch to fill
             while the model is idle (0: never wait).
         name: for logs and error messages, e.g. ``imdb/serving_default``.
         observer: metrics hooks.
+        estimate: the model's measured throughput (tests inject one).
+        clock: ``time.monotonic`` or a stand-in (tests).
     """
 
     def __init__(
@@ -101,9 +203,12 @@ class Batcher:
         executor: Executor,
         max_batch_size: int,
         max_queue_rows: int,
+        max_queue_wait_s: float = 1.0,
         max_queue_delay_s: float = 0.0,
         name: str = "model",
         observer: BatchObserver | None = None,
+        estimate: ThroughputEstimate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1:
             raise ValueError("max_batch_size and max_queue_rows must be positive")
@@ -111,7 +216,12 @@ class Batcher:
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_queue_rows = max_queue_rows
+        self.max_queue_wait_s = max_queue_wait_s
         self.max_queue_delay_s = max_queue_delay_s
+        self.estimate = estimate or ThroughputEstimate(max_batch_size)
+        self._clock = clock
+        self._running_rows = 0  # rows of the batch the model runs now
+        self._running_since = 0.0
         self.name = name
         self.observer = observer or BatchObserver()
         self._queue: deque[_Pending] = deque()
@@ -126,6 +236,11 @@ class Batcher:
         """Rows waiting for a batch (not counting the batch running now)."""
         return self._queued_rows
 
+    def estimated_wait(self) -> float:
+        """Seconds a request queued now would wait before its batch starts (estimated)."""
+        running_for = self._clock() - self._running_since if self._running_rows else 0.0
+        return self.estimate.wait_seconds(self._queued_rows, self._running_rows, running_for)
+
     @property
     def idle(self) -> bool:
         """Nothing queued and no batch running."""
@@ -139,18 +254,35 @@ class Batcher:
             deadline: ``time.monotonic()`` after which the answer is useless (None: none).
 
         Raises:
-            Overloaded: the queue is full; nothing was queued.
+            Overloaded: the estimated wait exceeds the budget, or the row cap is reached;
+                nothing was queued.
             DeadlineExceeded: the deadline passed before the batch formed.
             ModelFailure: the model call failed for these rows.
         """
         if self._closed:
             raise Overloaded(f"{self.name}: shutting down")
         rows = len(inputs)
-        if self._queued_rows + rows > self.max_queue_rows and self._queued_rows > 0:
-            self.observer.refused()
+        now = self._clock()
+        wait = self.estimated_wait() if self._queued_rows or self._running_rows else 0.0
+        budget = wait_budget(self.max_queue_wait_s, deadline, now)
+        reason = refuse_reason(self._queued_rows, rows, self.max_queue_rows, wait, budget)
+        if reason is not None:
+            self.observer.refused(reason)
+            if reason == REFUSED_ROWS:
+                raise Overloaded(
+                    f"{self.name}: {self._queued_rows} rows are already queued "
+                    f"(cap {self.max_queue_rows}); retry later"
+                )
+            assert budget is not None
+            own = not self.max_queue_wait_s or budget < self.max_queue_wait_s
             raise Overloaded(
-                f"{self.name}: {self._queued_rows} rows are already queued "
-                f"(cap {self.max_queue_rows}); retry later"
+                f"{self.name}: the estimated wait of {wait * 1000:.0f} ms exceeds "
+                + (
+                    f"the request's remaining deadline ({max(budget, 0) * 1000:.0f} ms)"
+                    if own
+                    else f"the queue's budget of {self.max_queue_wait_s * 1000:.0f} ms"
+                )
+                + f" ({self._queued_rows} rows queued); retry later"
             )
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
@@ -159,7 +291,7 @@ class Batcher:
             self._queued_rows = 0
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._loop(), name=f"batcher {self.name}")
-        pending = _Pending(inputs, loop.create_future(), deadline)
+        pending = _Pending(inputs, loop.create_future(), deadline, now)
         self._queue.append(pending)
         self._queued_rows += rows
         assert self._wakeup is not None
@@ -205,7 +337,7 @@ class Batcher:
         """Waits until the oldest request is ``max_queue_delay_s`` old or a batch is full."""
         assert self._wakeup is not None
         while self._queue and self._queued_rows < self.max_batch_size:
-            left = self._queue[0].enqueued + self.max_queue_delay_s - time.monotonic()
+            left = self._queue[0].enqueued + self.max_queue_delay_s - self._clock()
             if left <= 0:
                 return
             self._wakeup.clear()
@@ -217,7 +349,7 @@ class Batcher:
     def _take(self) -> list[_Pending]:
         """Pops the next batch: live requests, oldest first, up to ``max_batch_size`` rows
         (a single larger request goes alone; the model call splits it)."""
-        now = time.monotonic()
+        now = self._clock()
         batch: list[_Pending] = []
         rows = 0
         while self._queue:
@@ -242,23 +374,30 @@ class Batcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
-        started = time.monotonic()
+        started = self._clock()
+        self._running_rows, self._running_since = len(inputs), started
+        failure: Exception | None = None
         try:
             outputs = await loop.run_in_executor(self._executor, self._run, inputs)
         except Exception as exc:  # noqa: BLE001 - isolated below, reported per request
+            failure = exc
+        finally:
+            self._running_rows = 0
+        if failure is not None:
             if len(batch) == 1:
-                self._fail(batch[0], exc)
+                self._fail(batch[0], failure)
             else:
                 logger.warning(
                     "%s: batch of %d rows failed (%s: %s); retrying request by request",
                     self.name,
                     len(inputs),
-                    type(exc).__name__,
-                    exc,
+                    type(failure).__name__,
+                    failure,
                 )
                 await self._one_by_one(batch)
             return
-        seconds = time.monotonic() - started
+        seconds = self._clock() - started
+        self.estimate.observe(len(inputs), seconds)
         self.observer.batch(len(inputs), [started - p.enqueued for p in batch], seconds)
         self._deliver(batch, outputs, len(inputs))
 

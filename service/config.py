@@ -116,9 +116,13 @@ class ServingSettings:
     # Batch sizes every model call is padded to; the largest is the max batch size
     # (TF Serving's allowed_batch_sizes / max_batch_size).
     buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    # Rows that may wait per model signature before requests are refused with 503 /
-    # RESOURCE_EXHAUSTED (TF Serving's max_enqueued_batches x max_batch_size).
-    max_queue: int = 1024
+    # Admission by time: a request whose estimated wait in its model's queue (rows ahead /
+    # the rows per second the model achieves) exceeds this, or its own remaining deadline, is
+    # refused at once with 503 + Retry-After / RESOURCE_EXHAUSTED; 0 = only the deadline.
+    max_queue_wait_ms: float = 1000.0
+    # Rows that may wait per model signature, a memory guard on top of the time budget
+    # (TF Serving's max_enqueued_batches x max_batch_size).
+    max_queue: int = 16384
     # How long an idle model waits for a batch to fill (Triton's max_queue_delay_microseconds,
     # TF Serving's batch_timeout_micros); 0 = a batch leaves as soon as the model is free.
     max_queue_delay_ms: float = 0.0
@@ -175,7 +179,8 @@ class ServingSettings:
             tf_threads=_int("SERVICE_TF_THREADS", 0),
             xla=xla,
             buckets=buckets,
-            max_queue=_int("SERVICE_MAX_QUEUE", 1024, minimum=1),
+            max_queue=_int("SERVICE_MAX_QUEUE", 16384, minimum=1),
+            max_queue_wait_ms=_float("SERVICE_MAX_QUEUE_WAIT_MS", 1000.0),
             max_queue_delay_ms=_float("SERVICE_MAX_QUEUE_DELAY_MS", 0.0),
             max_items=_int("SERVICE_MAX_ITEMS", buckets[-1], minimum=1),
             max_body_bytes=_int("SERVICE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from service.batcher import Batcher, BatchObserver
+from service.batcher import REFUSED_ROWS, REFUSED_WAIT, Batcher, BatchObserver
 from service.catalog import ModelInfo
 from service.config import ServingSettings, bucket_for
 from service.cpus import usable_cpus
@@ -73,7 +73,10 @@ class _Metrics(BatchObserver):
         labels = {"model": model, "signature": signature}
         self.buckets = buckets
         self.depth = QUEUE_DEPTH.labels(**labels)
-        self.refusals = REFUSED.labels(model=model, reason="overload")
+        self.refusals = {
+            reason: REFUSED.labels(model=model, reason=reason)
+            for reason in (REFUSED_ROWS, REFUSED_WAIT)
+        }
         self.expirations = REFUSED.labels(model=model, reason="deadline")
         self.size = BATCH_SIZE.labels(**labels)
         self.padded = PADDED_BATCH_SIZE.labels(**labels)
@@ -83,8 +86,8 @@ class _Metrics(BatchObserver):
     def queued(self, depth_rows: int) -> None:
         self.depth.set(depth_rows)
 
-    def refused(self) -> None:
-        self.refusals.inc()
+    def refused(self, reason: str) -> None:
+        self.refusals[reason].inc()
 
     def expired(self) -> None:
         self.expirations.inc()
@@ -208,6 +211,7 @@ class ServedModel:
                 executor=self._thread,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_rows=self.settings.max_queue,
+                max_queue_wait_s=self.settings.max_queue_wait_ms / 1000,
                 max_queue_delay_s=self.settings.max_queue_delay_ms / 1000,
                 name=f"{self.info.name}/{signature}",
                 observer=_Metrics(self.info.name, signature, self.settings.buckets),

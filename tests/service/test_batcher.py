@@ -10,7 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchObserver
+from service.batcher import (
+    OPTIMISTIC_ROWS_PER_S,
+    REFUSED_ROWS,
+    REFUSED_WAIT,
+    Batcher,
+    BatchObserver,
+    ThroughputEstimate,
+    refuse_reason,
+    wait_budget,
+)
 from service.errors import DeadlineExceeded, ModelFailure, Overloaded
 
 
@@ -18,14 +27,16 @@ class Recorder(BatchObserver):
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.refusals = 0
+        self.reasons: list[str] = []
         self.expirations = 0
         self.depths: list[int] = []
 
     def queued(self, depth_rows: int) -> None:
         self.depths.append(depth_rows)
 
-    def refused(self) -> None:
+    def refused(self, reason: str) -> None:
         self.refusals += 1
+        self.reasons.append(reason)
 
     def expired(self) -> None:
         self.expirations += 1
@@ -267,3 +278,150 @@ def test_closed_batcher_refuses_and_finishes_queued_work(executor):
 
     results = asyncio.run(main())
     assert [r["first"].tolist() for r in results] == [[0], [1], [2]]
+
+
+# ---- admission by time: the estimate and the rule, with injected rates and a fake clock
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_estimate_is_optimistic_until_measured():
+    estimate = ThroughputEstimate(max_batch_size=64)
+    assert estimate.rows_per_s(64) == OPTIMISTIC_ROWS_PER_S
+    assert estimate.wait_seconds(rows_ahead=16_384) < 0.02  # a fresh model admits a burst
+
+
+@pytest.mark.parametrize(
+    ("rows", "size_class"), [(1, 1), (2, 2), (3, 4), (33, 64), (64, 64), (500, 64)]
+)
+def test_size_classes(rows, size_class):
+    assert ThroughputEstimate(max_batch_size=64).size_class(rows) == size_class
+
+
+def test_estimate_is_a_moving_average_per_size_class():
+    estimate = ThroughputEstimate(max_batch_size=64, weight=0.5)
+    estimate.observe(64, 0.010)  # 6400 rows/s
+    assert estimate.rows_per_s(64) == pytest.approx(6400)
+    estimate.observe(64, 0.020)  # 3200 rows/s: halfway there
+    assert estimate.rows_per_s(64) == pytest.approx(4800)
+    estimate.observe(60, 0.0)  # no time measured: ignored
+    assert estimate.rows_per_s(64) == pytest.approx(4800)
+
+
+def test_unmeasured_classes_are_estimated_optimistically_from_the_nearest():
+    estimate = ThroughputEstimate(max_batch_size=64)
+    estimate.observe(1, 0.001)  # single rows: 1000 rows/s
+    # A batch of 64 is assumed to take no longer than one of 1 (1 ms): 64,000 rows/s, so a
+    # model measured only on single rows does not refuse the first burst.
+    assert estimate.rows_per_s(64) == pytest.approx(64_000)
+    assert estimate.batch_seconds(64) == pytest.approx(0.001)
+    estimate.observe(64, 0.008)  # measured: 8000 rows/s
+    assert estimate.rows_per_s(64) == pytest.approx(8000)
+    assert estimate.rows_per_s(16) == pytest.approx(16_000)  # from the class below
+    only_big = ThroughputEstimate(max_batch_size=64)
+    only_big.observe(64, 0.008)
+    assert only_big.rows_per_s(4) == pytest.approx(8000)  # as fast per row as the class above
+
+
+def test_wait_counts_the_running_batch_and_the_rows_ahead():
+    estimate = ThroughputEstimate(max_batch_size=64)
+    estimate.observe(64, 0.010)  # 6400 rows/s
+    assert estimate.wait_seconds(0) == 0
+    assert estimate.wait_seconds(640) == pytest.approx(0.1)
+    assert estimate.wait_seconds(640, running_rows=64, running_for=0.004) == pytest.approx(0.106)
+    # A batch running longer than expected adds nothing (not a negative wait).
+    assert estimate.wait_seconds(640, running_rows=64, running_for=1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("max_wait", "deadline", "budget"),
+    [
+        (1.0, None, 1.0),
+        (1.0, 1000.3, 0.3),
+        (1.0, 1005.0, 1.0),
+        (0.0, None, None),
+        (0.0, 1002.0, 2.0),
+    ],
+)
+def test_wait_budget_is_the_shorter_of_queue_budget_and_deadline(max_wait, deadline, budget):
+    result = wait_budget(max_wait, deadline, now=1000.0)
+    assert result == (None if budget is None else pytest.approx(budget))
+
+
+# (case, queued rows, new rows, row cap, estimated wait s, budget s, refused for)
+ADMISSION = [
+    ("empty queue, idle model", 0, 64, 16_384, 0.0, 1.0, None),
+    ("short wait", 1_984, 64, 16_384, 0.25, 1.0, None),
+    ("wait over the budget", 10_000, 64, 16_384, 1.5, 1.0, REFUSED_WAIT),
+    ("wait over the request's own deadline", 640, 64, 16_384, 0.1, 0.05, REFUSED_WAIT),
+    ("no time budget", 10_000, 64, 16_384, 50.0, None, None),
+    ("row cap (memory guard)", 16_380, 8, 16_384, 0.1, 1.0, REFUSED_ROWS),
+    ("one request larger than the cap, queue empty", 0, 20_000, 16_384, 0.0, 1.0, None),
+    ("deadline already passed, idle model", 0, 1, 16_384, 0.0, -0.5, None),
+]
+
+
+@pytest.mark.parametrize(
+    "queued, rows, cap, wait, budget, reason",
+    [a[1:] for a in ADMISSION],
+    ids=[a[0] for a in ADMISSION],
+)
+def test_admission_rule(queued, rows, cap, wait, budget, reason):
+    assert refuse_reason(queued, rows, cap, wait, budget) == reason
+
+
+def test_batcher_refuses_by_estimated_wait_and_admits_below_it(executor):
+    model = SlowModel()
+    model.gate = threading.Event()
+    clock = FakeClock()
+    estimate = ThroughputEstimate(max_batch_size=8)
+    estimate.observe(8, 0.1)  # 80 rows/s: 8 queued rows are 100 ms of work
+
+    async def main():
+        options = {"max_queue_rows": 1000, "max_queue_wait_s": 0.25}
+        batcher, recorder = make(model, executor, estimate=estimate, clock=clock, **options)
+        running = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)  # the model holds it (one row: 12.5 ms expected)
+        clock.now += 1.0  # ... for far longer than expected: nothing of it is left to wait for
+        first = [asyncio.ensure_future(batcher.submit(rows(*range(8)))) for _ in range(3)]
+        await asyncio.sleep(0)  # three admitted: 0, 100 and 200 ms ahead of each, < 250 ms
+        assert batcher.estimated_wait() == pytest.approx(0.3)  # 24 rows ahead at 80 rows/s
+        started = time.perf_counter()
+        with pytest.raises(Overloaded, match="wait of 300 ms exceeds the queue's budget of 250 ms"):
+            await batcher.submit(rows(1))
+        refused_in = time.perf_counter() - started
+        # The request's own deadline, when shorter, is the budget.
+        soon = clock.now + 0.05
+        with pytest.raises(Overloaded, match="remaining deadline"):
+            await batcher.submit(rows(1), deadline=soon)
+        model.gate.set()
+        await asyncio.gather(running, *first)  # everything admitted is answered
+        await batcher.close()
+        return recorder, refused_in
+
+    recorder, refused_in = asyncio.run(main())
+    assert recorder.reasons == [REFUSED_WAIT, REFUSED_WAIT]
+    assert refused_in < 0.5  # at once, not after the model (generous bound)
+
+
+def test_a_fresh_batcher_admits_a_burst_the_row_cap_allows(executor):
+    model = SlowModel()
+    model.gate = threading.Event()
+
+    async def main():
+        batcher, recorder = make(model, executor, max_batch_size=64, max_queue_rows=16_384)
+        burst = [np.zeros((64, 2), np.float32) for _ in range(32)]  # 32 clients x 64 rows
+        tasks = [asyncio.ensure_future(batcher.submit(inputs)) for inputs in burst]
+        await asyncio.sleep(0.02)
+        model.gate.set()
+        await asyncio.gather(*tasks)
+        await batcher.close()
+        return recorder
+
+    assert asyncio.run(main()).refusals == 0

@@ -14,7 +14,9 @@ from service.client_text import (
 from service.errors import InvalidInput
 
 
-@pytest.mark.parametrize(("text", "number"), [("0", 0), ("3", 3), ("0042", 42), ("9" * 19, 10**19 - 1)])
+@pytest.mark.parametrize(
+    ("text", "number"), [("0", 0), ("3", 3), ("0042", 42), ("9" * 19, 10**19 - 1)]
+)
 def test_versions_are_ascii_digits(text: str, number: int) -> None:
     assert parse_version(text) == number
 
@@ -35,7 +37,9 @@ BAD_VERSIONS = [
 ]
 
 
-@pytest.mark.parametrize("text", [row[1] for row in BAD_VERSIONS], ids=[row[0] for row in BAD_VERSIONS])
+@pytest.mark.parametrize(
+    "text", [row[1] for row in BAD_VERSIONS], ids=[row[0] for row in BAD_VERSIONS]
+)
 def test_other_versions_are_invalid_input_naming_the_field(text: str) -> None:
     with pytest.raises(InvalidInput, match="^model_spec.version: '.*' is not a version number"):
         parse_version(text, "model_spec.version")

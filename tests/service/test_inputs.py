@@ -220,16 +220,19 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("SERVICE_WORKERS", "2")
     monkeypatch.setenv("SERVICE_MAX_QUEUE", "100")
     monkeypatch.setenv("SERVICE_MAX_QUEUE_DELAY_MS", "2.5")
+    monkeypatch.setenv("SERVICE_MAX_QUEUE_WAIT_MS", "250")
     settings = ServingSettings.from_env()
     assert (settings.buckets, settings.max_batch_size, settings.max_items) == ((1, 2, 8), 8, 8)
     assert (settings.gpus, settings.workers) == (1, 2)
     assert (settings.max_queue, settings.max_queue_delay_ms) == (100, 2.5)
+    assert settings.max_queue_wait_ms == 250
     assert not settings.access_log and not settings.tracing
     for name, value in [
         ("SERVICE_XLA", "maybe"),
         ("SERVICE_WORKERS", "0"),
         ("SERVICE_MAX_ITEMS", "9"),
         ("SERVICE_MAX_QUEUE", "0"),
+        ("SERVICE_MAX_QUEUE_WAIT_MS", "-1"),
         ("SERVICE_GPUS", "0.5"),
         ("SERVICE_ACCESS_LOG", "maybe"),
     ]:
