@@ -55,25 +55,44 @@ def test_known_routes_are_labelled_by_template(imdb_server):
         assert f'bentoml_service_request_total{{endpoint="{endpoint}"' in text, endpoint
 
 
+def _model_seconds(url: str) -> float:
+    """imdb's total model time so far (every batch of its text signature), from /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found = re.search(
+        r'^keras_serving_execution_seconds_sum\{model="imdb",signature="predict_text"\} (\S+)$',
+        text,
+        re.M,
+    )
+    return float(found[1]) if found else 0.0
+
+
 def test_a_burst_the_model_finishes_quickly_is_admitted_whole(imdb_server):
     """32 clients x 64 reviews at once: about 0.2 s of model time at batch 64 on a quiet
-    machine, far under the 1 s wait budget; refused by the old 1024-row cap."""
+    machine, far under the 1 s wait budget; the old 1024-row cap refused some of them."""
 
-    async def burst() -> list[int]:
+    async def burst() -> list[tuple[int, str]]:
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=imdb_server, timeout=120, limits=limits) as http:
 
-            async def one() -> int:
+            async def one() -> tuple[int, str]:
                 response = await http.post("/imdb/sentiment", json={"texts": [REVIEW] * 64})
-                return response.status_code
+                return response.status_code, response.text[:300]
 
             return await asyncio.gather(*(one() for _ in range(32)))
 
     # Twice: first with the model's throughput not yet measured at batch 64 (optimistic),
     # then with the rate the first burst measured.
     for _ in range(2):
-        statuses = asyncio.run(burst())
-        assert statuses == [200] * 32, statuses
-    text = httpx.get(f"{imdb_server}/metrics", timeout=30).text
-    refused = re.findall(r'keras_serving_refused_total\{model="imdb",reason="(\w+)"\} (\S+)', text)
-    assert all(float(count) == 0 for _, count in refused), refused
+        before = _model_seconds(imdb_server)
+        answers = asyncio.run(burst())
+        took = _model_seconds(imdb_server) - before
+        refused = [text for status, text in answers if status != 200]
+        assert {status for status, _ in answers} <= {200, 503}, answers
+        assert all("estimated wait" in text for text in refused), refused  # never the row cap
+        # What the model spent on the admitted part of the burst: on a machine where the whole
+        # burst is well within the budget (a quiet one: ~0.2 s), nothing may be refused. On a
+        # machine shared so much that the model is several times slower, refusing the part
+        # beyond one second of its work is the rule working, not a failure.
+        whole = took * 32 / max(1, 32 - len(refused))
+        if whole < 0.5:
+            assert not refused, (whole, refused)
