@@ -3,17 +3,22 @@
 Each transport has a *protocol* object (`clients._rest.RestProtocol`,
 `clients._tfs.TFServingProtocol`) whose methods are generators: they validate input, yield
 the requests to send, receive the decoded responses and return the result types. They do
-no I/O, so the same logic drives the blocking and the asyncio clients: `SyncAPI` and
-`AsyncAPI` below only add the loop that sends what the generator yields. Errors from a
-request are thrown back into the generator, which may handle them (health probes,
-optional label lookups) or let them propagate. The shared tensor codec's `TensorError`
-(a dtype or shape a `TensorProto` cannot carry) leaves both loops as `InvalidInput`.
+no I/O, so the same logic drives the blocking and the asyncio clients. `SyncAPI` below
+declares each operation once (its signature and documentation, under `@operation`); the
+body, and all of `AsyncAPI`, are derived from that declaration: call the protocol's
+method of the same name with the arguments but `timeout`, then run the generator with the
+client's `_run`, which sends what it yields. Errors from a request are thrown back into
+the generator, which may handle them (health probes, optional label lookups) or let them
+propagate. The shared tensor codec's `TensorError` (a dtype or shape a `TensorProto`
+cannot carry) leaves both loops as `InvalidInput`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,44 +35,14 @@ from clients.types import (
 from tfserving_api.tensors import TensorError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 Op = Generator[Any, Any, T]  # yields requests, is sent responses, returns a result
 # `reload_config`'s argument: model name -> {"versions": ..., "labels": ...}, or a
 # ready-made ModelServerConfig message (see `clients.model_config`).
 ModelConfigs = Mapping[str, Mapping[str, Any]] | Any
 
-
-class Operations(Protocol):
-    """What a transport protocol implements; see `SyncAPI` for the meaning of each.
-    `version` and `label` pick the model version (both None: the latest)."""
-
-    def classify_topic(
-        self, texts: Sequence[str], top_k: int, version: int | None, label: str | None
-    ) -> Op[list[TopicPrediction]]: ...
-    def sentiment(
-        self, texts: Sequence[str], version: int | None, label: str | None
-    ) -> Op[list[SentimentResult]]: ...
-    def classify_image(
-        self, images: Any, model: str, top_k: int, version: int | None, label: str | None
-    ) -> Op[list[ImageClassification]]: ...
-    def forecast(
-        self, window: Sequence[float], horizon: int, version: int | None, label: str | None
-    ) -> Op[Forecast]: ...
-    def translate(
-        self, sentences: Sequence[str], version: int | None, label: str | None
-    ) -> Op[list[Translation]]: ...
-    def predict(
-        self,
-        model: str,
-        inputs: Mapping[str, Any],
-        signature: str | None,
-        version: int | None,
-        label: str | None,
-    ) -> Op[dict[str, np.ndarray]]: ...
-    def metadata(self, model: str, version: int | None, label: str | None) -> Op[ModelInfo]: ...
-    def status(self, model: str, version: int | None, label: str | None) -> Op[ModelStatus]: ...
-    def reload_config(self, models: ModelConfigs) -> Op[None]: ...
-    def health(self) -> Op[bool]: ...
-    def ready(self) -> Op[bool]: ...
+# Name -> the declaration in SyncAPI, in declaration order: the whole public method set.
+OPERATIONS: dict[str, Callable[..., Any]] = {}
 
 
 def run(op: Op[T], send: Callable[[Any], Any]) -> T:
@@ -104,6 +79,47 @@ async def run_async(op: Op[T], send: Callable[[Any], Awaitable[Any]]) -> T:
         raise InvalidInput(str(error)) from None
 
 
+def _protocol_call(declaration: Callable[..., Any]) -> Callable[..., tuple[Op[Any], Any]]:
+    """``(self, *args, **kwargs) -> (protocol generator, timeout)`` for one declaration."""
+    signature = inspect.signature(declaration)
+    name = declaration.__name__
+    forwarded = [p for p in signature.parameters if p not in ("self", "timeout")]
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> tuple[Op[Any], Any]:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        return getattr(self._ops, name)(*(values[p] for p in forwarded)), values["timeout"]
+
+    return call
+
+
+def operation(declaration: F) -> F:
+    """Makes a `SyncAPI` declaration (signature + docstring, no body) a working method,
+    and records it in `OPERATIONS` for its `AsyncAPI` twin."""
+    call = _protocol_call(declaration)
+
+    @functools.wraps(declaration)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        op, timeout = call(self, *args, **kwargs)
+        return self._run(op, timeout)
+
+    OPERATIONS[declaration.__name__] = declaration
+    return method  # type: ignore[return-value]
+
+
+def _async_twin(declaration: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    call = _protocol_call(declaration)
+
+    @functools.wraps(declaration)
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        op, timeout = call(self, *args, **kwargs)
+        return await self._run(op, timeout)
+
+    method.__qualname__ = f"AsyncAPI.{declaration.__name__}"
+    return method
+
+
 class SyncAPI:
     """The blocking client methods. Every method takes a keyword-only `timeout` in
     seconds (default: the client's) that bounds each request it sends, and raises a
@@ -116,7 +132,9 @@ class SyncAPI:
     their `model.version`.
     """
 
-    _ops: Operations
+    # The transport's protocol (clients._rest, clients._tfs): a generator method per name in
+    # OPERATIONS, taking that method's arguments but `timeout`, in order, positionally.
+    _ops: Any
 
     def _run(self, op: Op[T], timeout: float | None) -> T:
         raise NotImplementedError
@@ -130,6 +148,7 @@ class SyncAPI:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @operation
     def classify_topic(
         self,
         texts: Sequence[str],
@@ -156,8 +175,8 @@ class SyncAPI:
                 `version` and `label` are given.
             ModelNotFound: no such version or label on the server.
         """
-        return self._run(self._ops.classify_topic(texts, top_k, version, label), timeout)
 
+    @operation
     def sentiment(
         self,
         texts: Sequence[str],
@@ -177,8 +196,8 @@ class SyncAPI:
         Returns:
             One `SentimentResult` per text, in order.
         """
-        return self._run(self._ops.sentiment(texts, version, label), timeout)
 
+    @operation
     def classify_image(
         self,
         images: Any,
@@ -204,8 +223,8 @@ class SyncAPI:
         Returns:
             One `ImageClassification` per image, in order.
         """
-        return self._run(self._ops.classify_image(images, model, top_k, version, label), timeout)
 
+    @operation
     def forecast(
         self,
         window: Sequence[float],
@@ -225,8 +244,8 @@ class SyncAPI:
             label: Version label to ask, instead of `version`.
             timeout: Seconds per request; default: the client's.
         """
-        return self._run(self._ops.forecast(window, horizon, version, label), timeout)
 
+    @operation
     def translate(
         self,
         sentences: Sequence[str],
@@ -246,8 +265,8 @@ class SyncAPI:
         Returns:
             One `Translation` per sentence, in order.
         """
-        return self._run(self._ops.translate(sentences, version, label), timeout)
 
+    @operation
     def predict(
         self,
         model: str,
@@ -277,8 +296,8 @@ class SyncAPI:
             InvalidInput: wrong input names, dtypes or shapes.
             ModelNotFound: no such model, version, label or signature.
         """
-        return self._run(self._ops.predict(model, inputs, signature, version, label), timeout)
 
+    @operation
     def metadata(
         self,
         model: str,
@@ -289,8 +308,8 @@ class SyncAPI:
     ) -> ModelInfo:
         """Signatures (and label names, when the server provides them) of a model
         version; `ModelInfo.version` is the version that answered."""
-        return self._run(self._ops.metadata(model, version, label), timeout)
 
+    @operation
     def status(
         self,
         model: str,
@@ -301,8 +320,8 @@ class SyncAPI:
     ) -> ModelStatus:
         """Load state of every version of a model the server knows (loading, serving,
         unloading, or failed with its error), or of one version or label only."""
-        return self._run(self._ops.status(model, version, label), timeout)
 
+    @operation
     def reload_config(self, models: ModelConfigs, *, timeout: float | None = None) -> None:
         """Apply a new model config on the server: TF Serving's
         ``ModelService/HandleReloadConfigRequest``. gRPC only.
@@ -325,21 +344,21 @@ class SyncAPI:
             Unsupported: over HTTP (TF Serving has no REST API for this), or the server
                 does not implement it.
         """
-        return self._run(self._ops.reload_config(models), timeout)
 
+    @operation
     def health(self, *, timeout: float | None = None) -> bool:
         """Whether the server is up (liveness). False, not an error, if unreachable."""
-        return self._run(self._ops.health(), timeout)
 
+    @operation
     def ready(self, *, timeout: float | None = None) -> bool:
         """Whether the server is ready to serve predictions. False if unreachable."""
-        return self._run(self._ops.ready(), timeout)
 
 
 class AsyncAPI:
-    """The asyncio client methods: same names, arguments and results as `SyncAPI`."""
+    """The asyncio client methods: the names, arguments, results and documentation of
+    `SyncAPI`'s, as coroutines (derived from its declarations below the class)."""
 
-    _ops: Operations
+    _ops: Any  # as SyncAPI._ops
 
     async def _run(self, op: Op[T], timeout: float | None) -> T:
         raise NotImplementedError
@@ -353,110 +372,7 @@ class AsyncAPI:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def classify_topic(
-        self,
-        texts: Sequence[str],
-        top_k: int = 3,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> list[TopicPrediction]:
-        """See `SyncAPI.classify_topic`."""
-        return await self._run(self._ops.classify_topic(texts, top_k, version, label), timeout)
 
-    async def sentiment(
-        self,
-        texts: Sequence[str],
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> list[SentimentResult]:
-        """See `SyncAPI.sentiment`."""
-        return await self._run(self._ops.sentiment(texts, version, label), timeout)
-
-    async def classify_image(
-        self,
-        images: Any,
-        model: str = "cifar",
-        top_k: int = 1,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> list[ImageClassification]:
-        """See `SyncAPI.classify_image`."""
-        return await self._run(
-            self._ops.classify_image(images, model, top_k, version, label), timeout
-        )
-
-    async def forecast(
-        self,
-        window: Sequence[float],
-        horizon: int = 1,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> Forecast:
-        """See `SyncAPI.forecast`."""
-        return await self._run(self._ops.forecast(window, horizon, version, label), timeout)
-
-    async def translate(
-        self,
-        sentences: Sequence[str],
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> list[Translation]:
-        """See `SyncAPI.translate`."""
-        return await self._run(self._ops.translate(sentences, version, label), timeout)
-
-    async def predict(
-        self,
-        model: str,
-        inputs: Mapping[str, Any],
-        signature: str | None = None,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, np.ndarray]:
-        """See `SyncAPI.predict`."""
-        return await self._run(self._ops.predict(model, inputs, signature, version, label), timeout)
-
-    async def metadata(
-        self,
-        model: str,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> ModelInfo:
-        """See `SyncAPI.metadata`."""
-        return await self._run(self._ops.metadata(model, version, label), timeout)
-
-    async def status(
-        self,
-        model: str,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> ModelStatus:
-        """See `SyncAPI.status`."""
-        return await self._run(self._ops.status(model, version, label), timeout)
-
-    async def reload_config(self, models: ModelConfigs, *, timeout: float | None = None) -> None:
-        """See `SyncAPI.reload_config`."""
-        return await self._run(self._ops.reload_config(models), timeout)
-
-    async def health(self, *, timeout: float | None = None) -> bool:
-        """See `SyncAPI.health`."""
-        return await self._run(self._ops.health(), timeout)
-
-    async def ready(self, *, timeout: float | None = None) -> bool:
-        """See `SyncAPI.ready`."""
-        return await self._run(self._ops.ready(), timeout)
+for _name, _declaration in OPERATIONS.items():
+    setattr(AsyncAPI, _name, _async_twin(_declaration))
+del _name, _declaration

@@ -197,7 +197,7 @@ def parse_signatures(signature_defs: Mapping[str, Any]) -> dict[str, SignatureIn
 
 
 class RestProtocol:
-    """The HTTP flavour of `clients._api.Operations`."""
+    """The HTTP flavour of the operations declared in `clients._api.SyncAPI`."""
 
     def __init__(self) -> None:
         # (model, version, label, signature) -> its outputs, or None when metadata was

@@ -144,7 +144,7 @@ def parse_signatures(signature_defs: Mapping[str, Any]) -> dict[str, SignatureIn
 
 
 class TFServingProtocol:
-    """The gRPC flavour of `clients._api.Operations`."""
+    """The gRPC flavour of the operations declared in `clients._api.SyncAPI`."""
 
     def __init__(self, labels: Mapping[str, Sequence[str]] | None = None) -> None:
         # model -> label names given to the constructor, for every version

@@ -18,8 +18,11 @@ from conftest import (
     toy_translate,
 )
 
+from clients import _api
 from clients import grpc as grpc_client
 from clients import http as http_client
+from clients._rest import RestProtocol
+from clients._tfs import TFServingProtocol
 from clients.errors import InvalidInput, ModelNotFound
 from clients.types import (
     Forecast,
@@ -90,8 +93,56 @@ def _scores(probabilities: np.ndarray, labels: list[str], k: int) -> tuple[Label
 def test_same_public_methods(pair) -> None:
     a, b = pair
     for name in PUBLIC:
-        sig_a, sig_b = inspect.signature(getattr(a, name)), inspect.signature(getattr(b, name))
-        assert list(sig_a.parameters) == list(sig_b.parameters), name
+        method_a, method_b = getattr(a, name), getattr(b, name)
+        assert inspect.signature(method_a) == inspect.signature(method_b), name
+        assert method_a.__doc__ == method_b.__doc__ and method_a.__doc__, name
+
+
+def test_the_method_set_is_declared_once_and_both_surfaces_derive_from_it() -> None:
+    assert list(_api.OPERATIONS) == PUBLIC
+    for name in PUBLIC:
+        sync, asynchronous = getattr(_api.SyncAPI, name), getattr(_api.AsyncAPI, name)
+        assert not inspect.iscoroutinefunction(sync), name
+        assert inspect.iscoroutinefunction(asynchronous), name
+        assert inspect.signature(sync) == inspect.signature(asynchronous), name
+        assert sync.__doc__ == asynchronous.__doc__, name
+        assert list(inspect.signature(sync).parameters)[-1] == "timeout", name
+
+
+@pytest.mark.parametrize("protocol", [RestProtocol, TFServingProtocol])
+def test_each_protocol_takes_every_operation_s_arguments_in_order(protocol) -> None:
+    for name, declaration in _api.OPERATIONS.items():
+        declared = [p for p in inspect.signature(declaration).parameters if p != "timeout"]
+        assert list(inspect.signature(getattr(protocol, name)).parameters) == declared, name
+
+
+class _Recording:
+    """A protocol that records the call, and a `_run` that records the timeout."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return lambda *args: (name, args)
+
+
+def test_derived_methods_forward_arguments_positionally_and_the_timeout_to_run() -> None:
+    class Sync(_api.SyncAPI):
+        _ops = _Recording()
+
+        def _run(self, op, timeout):
+            return op, timeout
+
+    class Async(_api.AsyncAPI):
+        _ops = _Recording()
+
+        async def _run(self, op, timeout):
+            return op, timeout
+
+    expected = (("classify_image", ("x", "mnist", 1, None, "stable")), 2.5)
+    assert Sync().classify_image("x", model="mnist", label="stable", timeout=2.5) == expected
+    got = asyncio.run(Async().classify_image("x", "mnist", label="stable", timeout=2.5))
+    assert got == expected
+    assert Sync().health() == (("health", ()), None)
+    with pytest.raises(TypeError, match="texts"):
+        Sync().sentiment()
 
 
 def test_classify_topic(call) -> None:
