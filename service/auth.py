@@ -44,10 +44,17 @@ ADMIN_TOKEN_ENV = "SERVICE_ADMIN_TOKEN"
 AUTH_TOKENS_ENV = "SERVICE_AUTH_TOKENS"
 METRICS_AUTH_ENV = "SERVICE_METRICS_AUTH"
 # Paths any caller reaches: the orchestrator's probes carry no token.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+OPEN_PATHS = frozenset(
+    {"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"}  # + V2's probes
+)
 METRICS_PATH = "/metrics"
 # gRPC methods any caller reaches: health checks (Kubernetes' grpc probe sends no metadata).
-OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
+OPEN_GRPC_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    # The Open Inference Protocol's own probes (KServe and Triton deployments use them).
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+)
 
 
 class Unauthenticated(ServingError):

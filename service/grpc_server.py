@@ -396,6 +396,7 @@ async def serve(server: t.Any, drain: Drain | None = None) -> GrpcServer | None:
         ),
         reload=server.engine.reload,
         auth=AuthSettings.from_env(),
+        config=lambda: server.engine.config,
     )
     grpc_server = GrpcServer(models, settings, server.ready, drain)
     await grpc_server.start()

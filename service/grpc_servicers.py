@@ -109,10 +109,13 @@ class Models:
         limits: codec.Limits,
         reload: Reloader | None = None,
         auth: AuthSettings | None = None,
+        config: t.Callable[[], ServingConfig] | None = None,
     ) -> None:
         self.models = models
         self.limits = limits
         self.reload = reload  # HandleReloadConfigRequest (None: refused, UNIMPLEMENTED)
+        # The model config in force (V2 RepositoryModelLoad edits it); default: no config.
+        self.config = config or ServingConfig
         # Who may call the admin RPCs, and the inference tokens (default: the environment's).
         self.auth = auth or settings_from_env()
         self._resolve = resolve

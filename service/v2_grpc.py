@@ -2,8 +2,10 @@
 and through the same :class:`~service.served_model.ServedModel` objects as TF Serving's.
 
 ``ServerLive``, ``ServerReady`` (every model of every worker warm, as gRPC health),
-``ModelReady``, ``ServerMetadata``, ``ModelMetadata`` (the default signature) and
-``ModelInfer``: inputs in ``raw_input_contents`` (what tritonclient sends) or typed
+``ModelReady``, ``ServerMetadata``, ``ModelMetadata`` (the default signature),
+``ModelInfer``, and the model repository extension's admin calls (``RepositoryIndex``,
+``RepositoryModelLoad``, ``RepositoryModelUnload``: :mod:`service.v2_repository`).
+``ModelInfer`` takes inputs in ``raw_input_contents`` (what tritonclient sends) or typed
 ``contents``, the ``signature_name`` parameter, ``outputs`` honoured, ``id`` echoed; the
 answer is always in ``raw_output_contents``, the only form tritonclient's ``as_numpy``
 reads. A ``model_version`` that is not a number names a version label. Requests are
@@ -25,7 +27,9 @@ import grpc
 from google.protobuf import json_format
 
 from service import v2_codec as v2
-from service.errors import InvalidInput, NotReady
+from service import v2_repository as repository
+from service.auth import require_admin
+from service.errors import DeadlineExceeded, InvalidInput, NotReady, Unsupported
 from service.grpc_servicers import Models, _rpc
 from service.metrics import track
 from service.served_model import ServedModel
@@ -35,7 +39,7 @@ from tfserving_api.open_inference import to_raw
 
 DOOR = "v2-grpc"
 SERVICE = "inference.GRPCInferenceService"
-EXTENSIONS = (v2.BINARY_EXTENSION,)
+EXTENSIONS = (v2.BINARY_EXTENSION, repository.REPOSITORY_EXTENSION)
 
 
 def _parameter(parameters: t.Mapping[str, t.Any], key: str) -> t.Any:
@@ -170,20 +174,43 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(to_raw(array, row))
         return response
 
-    async def _unimplemented(self, context: grpc.aio.ServicerContext, name: str) -> t.NoReturn:
-        # The generated defaults raise NotImplementedError, which grpc.aio logs with a
-        # traceback on every call; the status (UNIMPLEMENTED) is the same.
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, f"{name}: the model repository extension is not served"
+    # ------------------------------------------------------------ model repository (admin)
+
+    @_rpc
+    async def RepositoryIndex(
+        self, request: t.Any, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        require_admin(context.invocation_metadata(), "RepositoryIndex", self.models.auth)
+        response = pb.RepositoryIndexResponse()
+        for row in repository.repository_index(self.models.models, request.ready):
+            response.models.add(**row)
+        return response
+
+    @_rpc
+    async def RepositoryModelLoad(
+        self, request: t.Any, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        require_admin(context.invocation_metadata(), "RepositoryModelLoad", self.models.auth)
+        if self.models.reload is None:
+            raise Unsupported("RepositoryModelLoad: config reloads are off here")
+        parameters = {
+            key: _parameter(request.parameters, key) for key in request.parameters
+        }
+        config = repository.load_config(
+            self.models.config(),
+            request.model_name,
+            self.models.models,
+            repository.config_parameter(parameters),
         )
+        try:
+            await self.models.reload(config)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"config: {exc}") from None
+        return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryIndex(self, request: t.Any, context: grpc.aio.ServicerContext) -> t.Any:
-        await self._unimplemented(context, "RepositoryIndex")
-
-    async def RepositoryModelLoad(self, request: t.Any, context: grpc.aio.ServicerContext) -> t.Any:
-        await self._unimplemented(context, "RepositoryModelLoad")
-
+    @_rpc
     async def RepositoryModelUnload(
         self, request: t.Any, context: grpc.aio.ServicerContext
-    ) -> t.Any:
-        await self._unimplemented(context, "RepositoryModelUnload")
+    ) -> pb.RepositoryModelUnloadResponse:
+        require_admin(context.invocation_metadata(), "RepositoryModelUnload", self.models.auth)
+        repository.refuse_unload(request.model_name, self.models.models)

@@ -1,11 +1,14 @@
 """The Open Inference Protocol's HTTP/REST API (``/v2/...``), so Triton's and KServe's
 clients work unchanged.
 
-* ``GET  /v2``: server name, version and extensions (``binary_tensor_data``);
+* ``GET  /v2``: server name, version and extensions (``binary_tensor_data``,
+  ``model_repository``);
 * ``GET  /v2/health/live``, ``/v2/health/ready`` (200, or 503 until every model of every
   worker is warm);
 * ``GET  /v2/models/{m}[/versions/{v}|/labels/{label}]``: metadata of the default signature;
 * ``GET  /v2/models/{m}[/versions/{v}|/labels/{label}]/ready``;
+* ``POST /v2/repository/index``, ``/v2/repository/models/{m}/load`` and ``/unload``: the
+  model repository extension, admin calls (:mod:`service.v2_repository`);
 * ``POST /v2/models/{m}[/versions/{v}|/labels/{label}]/infer``: JSON ``data`` or the binary
   tensor data extension (the body split at ``Inference-Header-Content-Length``;
   ``binary_data_size`` per input, ``binary_data`` / ``binary_data_output`` for outputs),
@@ -30,8 +33,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import v2_codec as v2
+from service import v2_repository as repository
+from service.auth import require_admin_header
 from service.client_text import clip
 from service.errors import (
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
     NotReady,
@@ -48,7 +54,7 @@ logger = logging.getLogger("bentoml.keras_serving.v2")
 
 DOOR = "v2"
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = (v2.BINARY_EXTENSION,)
+EXTENSIONS = (v2.BINARY_EXTENSION, repository.REPOSITORY_EXTENSION)
 REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "datatype", "shape", "parameters", "data")
 OUTPUT_FIELDS = ("name", "parameters")
@@ -318,13 +324,60 @@ async def infer_view(request: Request) -> Response:
     return infer_response(model, signature, outputs, names, binary, binary_default, parsed.id)
 
 
+def _optional_object(body: bytes, allowed: t.Sequence[str]) -> dict[str, t.Any]:
+    """An optional JSON object body (empty: ``{}``) with only ``allowed`` fields."""
+    if not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"request body: not valid JSON ({clip(exc)})") from None
+    return _object(payload, "request body", allowed)
+
+
+@_json_errors
+async def repository_index_view(request: Request) -> Response:
+    require_admin_header(request.headers.get("authorization"), "RepositoryIndex")
+    payload = _optional_object(await request.body(), ("repository_name", "ready"))
+    ready = payload.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInput("ready: expected true or false")
+    return JSONResponse(repository.repository_index(_server().models, ready))
+
+
+@_json_errors
+async def repository_load_view(request: Request) -> Response:
+    require_admin_header(request.headers.get("authorization"), "RepositoryModelLoad")
+    server = _server()
+    payload = _optional_object(await request.body(), ("parameters",))
+    parameters = _parameters(payload, "request body")
+    config = repository.load_config(
+        server.engine.config,
+        request.path_params["name"],
+        server.models,
+        repository.config_parameter(parameters),
+    )
+    try:
+        await server.engine.reload(config)
+    except TimeoutError as exc:
+        raise DeadlineExceeded(f"config: {exc}") from None
+    return JSONResponse({})
+
+
+@_json_errors
+async def repository_unload_view(request: Request) -> Response:
+    require_admin_header(request.headers.get("authorization"), "RepositoryModelUnload")
+    repository.refuse_unload(request.path_params["name"], _server().models)
+
+
 @_json_errors
 async def not_found_view(request: Request) -> Response:
     raise ModelNotFound(
         f"{request.method} {request.url.path}: no such Open Inference Protocol endpoint "
         "(GET /v2, /v2/health/live, /v2/health/ready, "
         "/v2/models/{name}[/versions/{v}|/labels/{label}][/ready], "
-        "POST /v2/models/{name}[/versions/{v}|/labels/{label}]/infer)"
+        "POST /v2/models/{name}[/versions/{v}|/labels/{label}]/infer, "
+        "POST /v2/repository/index, /v2/repository/models/{name}/load|unload)"
     )
 
 
@@ -338,6 +391,9 @@ routes = [
     Route("/v2", server_metadata_view, methods=["GET"]),
     Route("/v2/health/live", live_view, methods=["GET"]),
     Route("/v2/health/ready", ready_view, methods=["GET"]),
+    Route("/v2/repository/index", repository_index_view, methods=["POST"]),
+    Route("/v2/repository/models/{name}/load", repository_load_view, methods=["POST"]),
+    Route("/v2/repository/models/{name}/unload", repository_unload_view, methods=["POST"]),
     *(Route(f"{p}/infer", infer_view, methods=["POST"]) for p in _PREFIXES),
     *(Route(f"{p}/ready", model_ready_view, methods=["GET"]) for p in _PREFIXES),
     *(Route(p, model_metadata_view, methods=["GET"]) for p in _PREFIXES),

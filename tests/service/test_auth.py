@@ -129,7 +129,8 @@ def _app(settings: auth.AuthSettings) -> TestClient:
     async def ok(request):
         return PlainTextResponse("ok")
 
-    paths = ["/livez", "/readyz", "/metrics", "/imdb/sentiment", "/v1/models/imdb", "/docs"]
+    paths = ["/livez", "/readyz", "/metrics", "/imdb/sentiment", "/v1/models/imdb", "/docs",
+             "/v2/health/live", "/v2/health/ready", "/v2/models/imdb/infer"]  # fmt: skip
     app = Starlette(routes=[Route(p, ok, methods=["GET", "POST"]) for p in paths])
     return TestClient(auth.RequireToken(app, settings))
 
@@ -148,6 +149,10 @@ def _app(settings: auth.AuthSettings) -> TestClient:
         (False, "/v1/models/imdb", None, 401),
         (False, "/v1/models/imdb", f"Bearer {ADMIN}", 200),
         (False, "/docs", None, 401),
+        (False, "/v2/health/live", None, 200),  # the Open Inference Protocol's probes
+        (False, "/v2/health/ready", None, 200),
+        (False, "/v2/models/imdb/infer", None, 401),
+        (False, "/v2/models/imdb/infer", "Bearer t0ken-a", 200),
         (False, "/a/door/added/later", None, 401),  # closed by default, before any 404
     ],
 )
