@@ -20,6 +20,7 @@ from typing import Any
 
 from service.errors import ModelNotFound
 from tfserving_api.contract import TENSOR_SIGNATURE, USER_SIGNATURES
+from tfserving_api.store import readable_models
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +157,14 @@ def stored_versions(names: tuple[str, ...] = ()) -> Stored:
     """Every servable version in the store, by model name and integer version.
 
     A version is its export's ``metadata.json`` ``version`` (BentoML's tag suffix is
-    random). Entries without a usable ``metadata.json`` are skipped; when two entries claim
-    one version, the newer wins.
+    random). Entries without a valid ``model.yaml`` or a usable ``metadata.json`` are
+    skipped, with one warning each; when two entries claim one version, the newer wins.
 
     Args:
         names: models to look at; empty means all.
     """
-    import bentoml
-
     found: dict[str, dict[int, tuple[Any, StoredVersion]]] = {}
-    for model in bentoml.models.list():
+    for model in readable_models():
         name = model.tag.name
         if names and name not in names:
             continue
@@ -224,36 +223,40 @@ def bento_tags(bento_yaml: Path, names: tuple[str, ...] = ()) -> dict[str, str] 
 
 
 def latest_tags(names: tuple[str, ...] = ()) -> dict[str, str]:
-    """The latest stored version of each model to serve, as ``name -> "name:version"``.
+    """The latest stored version of each model to serve, as ``name -> "name:version"``:
+    the newest entry with a valid ``model.yaml`` and a usable export ``metadata.json``
+    (broken newer entries are skipped with a warning, so one bad entry never stops a model).
 
     Args:
-        names: models to serve; empty means every model in the store that has an
-            export ``metadata.json`` (others are skipped with a warning).
+        names: models to serve; empty means every model in the store that has a usable
+            entry.
 
     Raises:
         LookupError: a requested model is not in the store, or nothing is servable.
     """
-    import bentoml
-
-    latest: dict[str, Any] = {}
-    for model in bentoml.models.list():
-        name = model.tag.name
-        if names and name not in names:
-            continue
-        if name not in latest or model.info.creation_time > latest[name].info.creation_time:
-            latest[name] = model
-    missing = [n for n in names if n not in latest]
+    entries: dict[str, list[Any]] = {}
+    for model in readable_models():
+        if not names or model.tag.name in names:
+            entries.setdefault(model.tag.name, []).append(model)
+    missing = [n for n in names if n not in entries]
     if missing:
         raise LookupError(
             f"SERVICE_MODELS names {', '.join(missing)} but the BentoML store has no such model; "
             "train it first: python -m training <model> (BENTOML_HOME decides the store)"
         )
     tags = {}
-    for name, model in sorted(latest.items()):
-        if not (Path(model.path) / "metadata.json").is_file():
-            logger.warning("not serving %s: %s has no metadata.json", model.tag, model.path)
-            continue
-        tags[name] = str(model.tag)
+    for name, models in sorted(entries.items()):
+        for model in sorted(models, key=lambda m: m.info.creation_time, reverse=True):
+            try:
+                ModelInfo.from_path(name, str(model.tag), model.path)
+            except ValueError as exc:
+                key = (str(model.tag), str(model.path))
+                if key not in _WARNED:
+                    _WARNED.add(key)
+                    logger.warning("not serving %s: %s", model.tag, exc)
+                continue
+            tags[name] = str(model.tag)
+            break
     if not tags:
         raise LookupError(
             "the BentoML store holds no exported model; train some first: "

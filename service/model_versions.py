@@ -77,6 +77,8 @@ class ModelVersions:
         self._make = make
         self._stored: dict[int, StoredVersion] = {}
         self._retiring: dict[int, asyncio.Task[None]] = {}
+        # Version -> the store path it failed to load from (a re-registered one is retried).
+        self._failed: dict[int, str] = {}
 
     # ------------------------------------------------------------ what to serve
 
@@ -88,7 +90,12 @@ class ModelVersions:
 
     def _wanted(self, config: ModelConfig, stored: set[int], capped: bool) -> list[int]:
         labelled = {v for v in config.labels.values() if v in stored}
-        wanted = set(config.policy.select(stored)) | labelled
+        candidates = stored
+        if config.policy.kind == "latest":
+            # A latest version that failed to load gives way to the newest one that loads
+            # (at start and in a replacement worker too; TF Serving would serve nothing).
+            candidates = stored - self._failed_here()
+        wanted = set(config.policy.select(candidates)) | labelled
         if capped and len(wanted) > self.max_versions:
             rest = sorted(wanted - labelled, reverse=True)
             wanted = labelled | set(rest[: max(0, self.max_versions - len(labelled))])
@@ -113,6 +120,14 @@ class ModelVersions:
                     f"labels.{label}: model '{self.name}' has no version {version} "
                     f"(stored: {sorted(stored) or 'none'})"
                 )
+
+    def _failed_here(self) -> set[int]:
+        """Versions that failed to load from the path the store still has for them."""
+        return {
+            v
+            for v, path in self._failed.items()
+            if v in self._stored and self._stored[v].path == path
+        }
 
     def update(self, stored: t.Mapping[int, StoredVersion], config: ModelConfig) -> None:
         """Applies what the store holds and what the config wants: starts loading new
@@ -143,13 +158,29 @@ class ModelVersions:
             # objects join them, or every full collection would walk them again.
             gc.freeze()
         if model.error:
-            logger.warning(
-                "%s v%d failed to load; %s keeps serving (%s)",
-                self.name,
-                model.info.version,
-                f"v{self.routing.default}" if self.routing.default else "nothing",
-                model.error,
-            )
+            version = model.info.version
+            self._failed[version] = model.path
+            fallback = [v for v in self.desired() if v not in self.versions]
+            if self.config.policy.kind == "latest" and fallback and not self.routing.default:
+                logger.warning(
+                    "%s v%d failed to load (%s); loading v%s instead, the newest stored "
+                    "version below it",
+                    self.name,
+                    version,
+                    model.error,
+                    ", v".join(map(str, fallback)),
+                )
+            else:
+                logger.warning(
+                    "%s v%d failed to load; %s keeps serving (%s)",
+                    self.name,
+                    version,
+                    f"v{self.routing.default}" if self.routing.default else "nothing",
+                    model.error,
+                )
+            if fallback:
+                self.update(self._stored, self.config)  # starts loading the fallback
+                return
         self.refresh()
 
     def refresh(self) -> None:
@@ -184,7 +215,9 @@ class ModelVersions:
                 continue
             if model.ready:
                 self._retire(version)
-            elif model.state is State.END:  # a failed load the config no longer wants
+            elif model.state is State.END and version not in self._failed_here():
+                # A failed load the config no longer wants (one still stored stays in the
+                # status with its error: it says why an older version answers).
                 del self.versions[version]
 
     def _retire(self, version: int) -> None:

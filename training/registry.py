@@ -3,8 +3,9 @@
 ``bentoml.tensorflow`` / ``bentoml.keras`` are deprecated in BentoML 1.4 and broken on Keras 3,
 so exports are stored as plain directories through ``bentoml.models.create``: the model's
 directory holds the SavedModel and ``metadata.json``, and ``tf.saved_model.load(ref.path)``
-loads it. A version is written in full beside the store, then moved in with one
-``rename``: a service watching the store (``SERVICE_POLL_S``) never sees it half-written.
+loads it. A version is written in full beside the store, fsynced, then moved in with one
+``rename``: a service watching the store (``SERVICE_POLL_S``) never sees it half-written,
+and neither does one started after a power loss.
 
 Typical usage::
 
@@ -21,6 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from tfserving_api.store import readable_models
 
 
 def register_export(export_path: Path, metadata: dict) -> str:
@@ -74,32 +77,53 @@ def _staging_store() -> Iterator[tuple[Any, Path]]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flushes every file under ``root``, then every directory bottom-up (their entries), so
+    that what a later rename publishes is on disk, not only in the page cache."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for file in files:
+            if not os.path.islink(os.path.join(folder, file)):
+                _fsync(Path(folder) / file)
+        _fsync(Path(folder))
+
+
 def _publish(staging: Path, store_dir: Path, name: str, version: str) -> None:
     """Moves a complete version into the store in one ``rename``, so that a service watching
-    the store sees all of it or nothing, then points ``latest`` at it."""
+    the store sees all of it or nothing, then points ``latest`` at it. Files and directories
+    are fsynced before the rename and the store's directory after it: after a power loss a
+    version is there in full or not at all (never visible with empty files)."""
     target = store_dir / name / version
     target.parent.mkdir(parents=True, exist_ok=True)
+    fsync_tree(staging / name / version)
     os.rename(staging / name / version, target)
+    _fsync(target.parent)
     latest = store_dir / name / "latest"
     temporary = latest.with_name(f".latest-{os.getpid()}")
     temporary.write_text(version)
+    _fsync(temporary)
     os.replace(temporary, latest)
+    _fsync(target.parent)
 
 
 def latest_version(name: str) -> int:
-    """The highest integer version of ``name`` in the store (0 when there is none)."""
-    import bentoml
-
+    """The highest integer version of ``name`` in the store (0 when there is none); entries
+    without a valid ``model.yaml`` are skipped with a warning."""
     versions = [
         int(model.info.labels["version"])
-        for model in bentoml.models.list()
-        if model.tag.name == name and str(model.info.labels.get("version", "")).isdigit()
+        for model in readable_models(name)
+        if str(model.info.labels.get("version", "")).isdigit()
     ]
     return max(versions, default=0)
 
 
 def registered_names() -> set[str]:
-    """Names of the models the BentoML store holds at least one version of."""
-    import bentoml
-
-    return {m.tag.name for m in bentoml.models.list()}
+    """Names of the models the BentoML store holds at least one readable version of."""
+    return {m.tag.name for m in readable_models()}

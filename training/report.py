@@ -129,9 +129,9 @@ def collect_exports(exports: Path, include_store: bool = True) -> list[ReportRow
 
 def _store_metadata() -> list[tuple[str, dict[str, Any]]]:
     try:
-        import bentoml
+        from tfserving_api.store import readable_models
 
-        models = bentoml.models.list()
+        models = readable_models()  # a broken entry is skipped, not the whole store
     except Exception:  # noqa: BLE001 - no store, or an unreadable one: report the folder only
         return []
     out = []

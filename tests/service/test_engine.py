@@ -361,3 +361,42 @@ def test_not_ready_at_start_until_every_wanted_version_has_loaded_or_failed(trai
     assert engine.ready
     run(update((1, 2, 3)))  # a new version while serving: still ready
     assert versions.versions[3].state is State.LOADING and engine.ready
+
+
+def test_a_latest_version_that_fails_to_load_gives_way_to_the_newest_that_loads(
+    trained_store, run
+):
+    """At start (and so in a replacement worker): v3 fails, v2 loads and answers, and the
+    status keeps v3 as END with its error. TF Serving would serve nothing."""
+    from service.model_versions import ModelVersions
+
+    stored = {v: _stored(trained_store, "cosine", v) for v in (1, 2, 3)}
+    engine = Engine(SETTINGS, dict, [])
+    versions = ModelVersions("cosine", _Loading)
+    engine.models = {"cosine": versions}
+
+    async def update() -> None:
+        versions.update(stored, parse_config({}).for_model("cosine"))
+
+    run(update())
+    assert sorted(versions.versions) == [3]
+    versions.versions[3].error = "OSError: saved_model.pb is truncated"
+    versions.versions[3].finish(State.END)
+    run(asyncio.sleep(0.05))
+    assert sorted(versions.versions) == [2, 3] and not engine.ready  # v2 loading now
+    versions.versions[2].finish()
+    run(asyncio.sleep(0.05))
+    assert engine.ready and versions.default.info.version == 2
+    assert versions.status() == [
+        (2, "AVAILABLE", None),
+        (3, "END", "OSError: saved_model.pb is truncated"),
+    ]
+    # Re-registered under the same number (a new path): tried again, and it replaces v2.
+    fixed = StoredVersion(stored[3].info, stored[3].path + "-fixed")
+    run(_update_with(versions, {**stored, 3: fixed}))
+    assert versions.versions[3].path.endswith("-fixed")
+    run(versions.close())  # the failed v3 it replaced retires
+
+
+async def _update_with(versions, stored) -> None:
+    versions.update(stored, parse_config({}).for_model("cosine"))
