@@ -14,7 +14,9 @@ Prometheus files are its own), and runs:
 * ``textcap``: a 7,000,000-character text to TF Serving REST, the friendly endpoint and gRPC
   (413 / RESOURCE_EXHAUSTED) while small requests run (all 200).
 * ``protobuf``: malformed ``Predict`` messages, one per kind (never UNKNOWN or INTERNAL).
-* ``sigterm`` (a server of its own, last): SIGTERM to ``bentoml serve`` with 32 requests in
+* ``hostile`` (a one-worker server of its own, :mod:`loadtest.hostile`): issue 15's
+  hostile probes, one row each.
+* ``sigterm`` (a server of its own): SIGTERM to ``bentoml serve`` with 32 requests in
   flight (16 HTTP whose bodies are still arriving, 16 gRPC): all 32 answered 200,
   ``/readyz`` 503 and gRPC health NOT_SERVING at once, new requests refused at once, exit 0.
 
@@ -78,7 +80,7 @@ from loadtest.live_server import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
-SCENARIOS = ("kill", "overload", "textcap", "protobuf", "sigterm")
+SCENARIOS = ("kill", "overload", "textcap", "protobuf", "sigterm", "hostile")
 IN_FLIGHT = 32  # requests in flight when SIGTERM arrives
 CAPACITY_CLIENTS = 32  # closed-loop clients that measure the capacity the overload is 4x of
 BIG_TEXT_CHARS = 7_000_000
@@ -576,7 +578,7 @@ def serve_for(args: argparse.Namespace, name: str) -> Any:
 def run(args: argparse.Namespace) -> list[Row]:
     """Every requested scenario; ``sigterm`` last, on a server of its own."""
     rows: list[Row] = []
-    shared = [name for name in args.scenarios if name != "sigterm"]
+    shared = [name for name in args.scenarios if name not in ("sigterm", "hostile")]
     if shared:
         with serve_for(args, "main") as server:
             asyncio.run(wait_serving(server.grpc_target))
@@ -587,6 +589,10 @@ def run(args: argparse.Namespace) -> list[Row]:
         with serve_for(args, "sigterm") as server:
             asyncio.run(wait_serving(server.grpc_target))
             rows.append(asyncio.run(scenario_sigterm(server, args)))
+    if "hostile" in args.scenarios:  # issue 15's probes, on a one-worker server of their own
+        from loadtest import hostile
+
+        rows += hostile.run(args)
     return rows
 
 
