@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     common.add_argument("--retries", type=int, default=3, help="max attempts per request")
     common.add_argument("--json", action="store_true", help="print results as JSON")
+    common.add_argument(
+        "--token",
+        default=os.environ.get("KERAS_SERVING_TOKEN"),
+        help="bearer token for a server with SERVICE_AUTH_TOKENS (default $KERAS_SERVING_TOKEN)",
+    )
     # Every command addresses a model, so every command takes these.
     which = common.add_mutually_exclusive_group()
     which.add_argument(
@@ -129,10 +135,14 @@ def make_client(args: argparse.Namespace) -> Any:
     if args.grpc:
         from clients.grpc import DEFAULT_TARGET, Client
 
-        return Client(args.url or DEFAULT_TARGET, timeout=args.timeout, retry=args.retries)
+        return Client(
+            args.url or DEFAULT_TARGET, timeout=args.timeout, retry=args.retries, token=args.token
+        )
     from clients.http import DEFAULT_URL, Client
 
-    return Client(args.url or DEFAULT_URL, timeout=args.timeout, retry=args.retries)
+    return Client(
+        args.url or DEFAULT_URL, timeout=args.timeout, retry=args.retries, token=args.token
+    )
 
 
 def _label(label: str | None, index: int) -> str:

@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
         (["sentiment", "x"], {"version": None, "label": None}),
         (["topic", "oil", "--version", "2"], {"version": 2, "label": None}),
         (["classify", "a.npy", "--label", "canary"], {"version": None, "label": "canary"}),
+        (["sentiment", "x", "--token", "t0k"], {"token": "t0k"}),
     ],
 )
 def test_parse(argv: list[str], expected: dict) -> None:
@@ -181,3 +182,18 @@ def test_grpc_cli_against_in_process_server(fake_tfs, capsys) -> None:
     _, target = fake_tfs
     assert cli.main(["translate", "the cat sleeps", "--grpc", "--url", target]) == 0
     assert capsys.readouterr().out.strip() == "the cat sleeps  ->  SLEEPS CAT THE"
+
+
+def test_the_token_reaches_both_clients(monkeypatch) -> None:
+    monkeypatch.setenv("KERAS_SERVING_TOKEN", "from-env")
+    for argv in (["sentiment", "x"], ["sentiment", "x", "--grpc"]):
+        client = cli.make_client(cli.build_parser().parse_args(argv))
+        try:
+            sent = (
+                client._metadata["call"]
+                if hasattr(client, "_metadata")
+                else client._http.headers.get("authorization")
+            )
+            assert "Bearer from-env" in str(sent)
+        finally:
+            client.close()

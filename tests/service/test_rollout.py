@@ -225,3 +225,44 @@ def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
     states = {s.version: s.state for s in status.model_version_status}
     available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert states[old] == available and states[new] == available
+
+
+def test_a_server_started_on_a_broken_latest_serves_the_newest_version_that_loads(
+    rollout, server_factory, tmp_path
+):
+    """Issue 15 item 8: a restart (or a replacement worker) with a broken latest version and
+    a store entry without model.yaml still serves; the broken version is END with its error."""
+    _, store = rollout
+    stored = sorted(_stored_versions(store))
+    broken = stored[-1] + 1
+    _register_copy(store, broken, corrupt=True)
+    (store.home / "models" / "imdb" / "not-a-model").mkdir()  # bentoml.models.list() raises
+    with server_factory(
+        store,
+        tmp_path / "serve.log",
+        SERVICE_MODELS="imdb",
+        SERVICE_POLL_S="0",
+        SERVICE_BATCH_BUCKETS="1,4",
+        SERVICE_WORKERS="1",
+    ) as (restarted, _):
+        status = _status(restarted.url)
+        assert status[broken]["state"] == "END" and status[broken]["status"]["error_message"]
+        [serving] = _available(restarted.url)
+        assert serving < broken
+        response = httpx.post(
+            f"{restarted.url}/imdb/sentiment", json={"texts": ["fine"]}, timeout=30
+        )
+        assert response.status_code == 200 and response.json()["model"]["version"] == serving
+        log = restarted.log.read_text()
+        assert f"imdb v{broken} failed to load" in log
+        # Once per process that read the store (the supervisor imports the service too).
+        assert 1 <= log.count("skipping store entry") <= 2
+
+
+def _stored_versions(store: TrainedStore) -> list[int]:
+    versions = []
+    for entry in (store.home / "models" / "imdb").iterdir():
+        meta = entry / "metadata.json"
+        if meta.is_file():
+            versions.append(int(json.loads(meta.read_text())["version"]))
+    return versions
