@@ -228,11 +228,13 @@ def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
 
 
 def test_a_server_started_on_a_broken_latest_serves_the_newest_version_that_loads(
-    rollout, server_factory, tmp_path
+    rollout, trained_store, server_factory, tmp_path
 ):
     """Issue 15 item 8: a restart (or a replacement worker) with a broken latest version and
     a store entry without model.yaml still serves; the broken version is END with its error."""
     _, store = rollout
+    if not (store.exports / "imdb").is_dir():  # run alone: no version trained here yet
+        shutil.copytree(trained_store.export_path("imdb"), store.exports / "imdb" / "1")
     stored = sorted(_stored_versions(store))
     broken = stored[-1] + 1
     _register_copy(store, broken, corrupt=True)
