@@ -150,6 +150,9 @@ class ServingSettings:
     log_format: str = "text"
     # Versions of one model a config may load at once (a reload asking for more is refused).
     max_versions: int = 4
+    # "auto": inside a built Bento the versions it packaged, else the store at BENTOML_HOME;
+    # "store": always the store (a shared volume every replica watches; deploy/README.md).
+    model_source: str = "auto"
 
     @property
     def max_batch_size(self) -> int:
@@ -171,6 +174,9 @@ class ServingSettings:
         if log_format not in ("text", "json"):
             raise ValueError(f"SERVICE_LOG_FORMAT={log_format!r}: expected text or json")
         workers, workers_source = _workers(os.environ.get("SERVICE_WORKERS", ""), gpus)
+        source = os.environ.get("SERVICE_MODEL_SOURCE", "auto").strip().lower() or "auto"
+        if source not in ("auto", "store"):
+            raise ValueError(f"SERVICE_MODEL_SOURCE={source!r}: expected auto or store")
         settings = cls(
             models=_names(os.environ.get("SERVICE_MODELS", "")),
             workers=workers,
@@ -194,6 +200,7 @@ class ServingSettings:
             grace_s=_float("SERVICE_GRACE_S", 10.0),
             log_format=log_format,
             max_versions=_int("SERVICE_MAX_VERSIONS", 4, minimum=1),
+            model_source=source,
         )
         if settings.max_items > settings.max_batch_size:
             raise ValueError(

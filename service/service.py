@@ -82,8 +82,13 @@ _CARD = cuda_device_for_worker(
 )
 if _CARD is not None:
     os.environ["CUDA_VISIBLE_DEVICES"] = _CARD
-# Inside a built Bento (<bento>/src/service/service.py) serve the versions it was built with.
-TAGS = bento_tags(Path(__file__).resolve().parents[2] / "bento.yaml", SETTINGS.models)
+# Inside a built Bento (<bento>/src/service/service.py) serve the versions it was built with,
+# unless SERVICE_MODEL_SOURCE=store asks for the store at BENTOML_HOME (a shared volume).
+TAGS = (
+    None
+    if SETTINGS.model_source == "store"
+    else bento_tags(Path(__file__).resolve().parents[2] / "bento.yaml", SETTINGS.models)
+)
 MODELS: dict[str, ModelInfo] = {
     name: ModelInfo.from_path(name, tag, bentoml.models.get(tag).path)
     for name, tag in (TAGS or latest_tags(SETTINGS.models)).items()

@@ -248,6 +248,15 @@ def test_workers_setting(monkeypatch):
         ServingSettings.from_env()
 
 
+def test_model_source_setting(monkeypatch):
+    assert ServingSettings.from_env().model_source == "auto"
+    monkeypatch.setenv("SERVICE_MODEL_SOURCE", "Store")
+    assert ServingSettings.from_env().model_source == "store"
+    monkeypatch.setenv("SERVICE_MODEL_SOURCE", "volume")
+    with pytest.raises(ValueError, match="SERVICE_MODEL_SOURCE"):
+        ServingSettings.from_env()
+
+
 def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
     trained_store, tmp_path, run
 ):
