@@ -16,7 +16,7 @@ DURATION   ?= 60s
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test train build loadtest bench chaos soak clean
+.PHONY: install serve test train build loadtest bench chaos soak replicas clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ chaos: $(STAMP)
 ## Mixed Locust traffic on both protocols for DURATION (e.g. make soak DURATION=30m): errors, RSS, p99 drift.
 soak: $(STAMP)
 	$(PY) -m loadtest.soak --duration $(DURATION) $(SOAK_ARGS)
+
+## Replicas on loopback sharing one store: round-robin spread, kill -9 and a rolling update
+## under load (reports/replicas.json); the store is $$BENTOML_HOME (make serve trains it).
+replicas: $(STAMP)
+	$(PY) -m training all --quick --if-missing --fallback-synthetic --out $(EXPORTS)
+	$(PY) -m loadtest.replicas $(REPLICAS_ARGS)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
