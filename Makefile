@@ -12,6 +12,8 @@ GRPC_HOST  ?= 127.0.0.1:8500
 USERS      ?= 64
 SPAWN_RATE ?= 16
 DURATION   ?= 60s
+# 0: one Locust process; N: Locust's distributed mode, a master and N local workers.
+WORKERS    ?= 0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -42,12 +44,18 @@ train: $(STAMP)
 build: $(STAMP)
 	$(VENV)/bin/bentoml build
 
+LOCUST_ARGS = --host $(HOST) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
+	--grpc-host $(GRPC_HOST) --csv reports/locust --html reports/locust.html --exit-code-on-error 1
+
 ## Locust, headless, against a running server (CSV + HTML under reports/; non-zero exit on any failure).
+## WORKERS=N: Locust's distributed mode (a master and N worker processes; README "Load tests").
 loadtest: $(STAMP)
 	mkdir -p reports
-	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) \
-		--users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
-		--grpc-host $(GRPC_HOST) --csv reports/locust --html reports/locust.html --exit-code-on-error 1
+ifeq ($(WORKERS),0)
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless $(LOCUST_ARGS)
+else
+	$(PY) -m loadtest.distributed --workers $(WORKERS) -- $(LOCUST_ARGS)
+endif
 
 ## Service vs in-process ceiling vs naive server (reports/bench.json); e.g. BENCH_ARGS="--models imdb --quick".
 bench: $(STAMP)
@@ -62,7 +70,7 @@ soak: $(STAMP)
 	$(PY) -m loadtest.soak --duration $(DURATION) $(SOAK_ARGS)
 
 ## Replicas on loopback sharing one store: round-robin spread, kill -9 and a rolling update
-## under load (reports/replicas.json); the store is $$BENTOML_HOME (make serve trains it).
+## under load (reports/replicas.json); the store is $BENTOML_HOME (make serve trains it).
 replicas: $(STAMP)
 	$(PY) -m training all --quick --if-missing --fallback-synthetic --out $(EXPORTS)
 	$(PY) -m loadtest.replicas $(REPLICAS_ARGS)
