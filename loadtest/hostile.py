@@ -8,6 +8,10 @@ Probes, in order (verdicts in :mod:`loadtest.hostile_verdicts`):
 * 64 PNGs of 4096 x 4096 in one multipart POST to ``/cifar/classify`` (413 / 400);
 * 1,000 GETs to distinct unknown 4 KB paths: all 404, ``/metrics`` under 100 KB larger;
 * ``GET /v1/models/imdb/versions/%C2%B2``: 400, not a 500;
+* the Open Inference Protocol's doors: an imdb ``/v2/.../infer`` whose BYTES input of 64
+  elements is followed by 8 MB of length prefixes (400 within 0.5 s), a ``ModelInfer``
+  claiming 2^62 rows in 40 bytes (RESOURCE_EXHAUSTED), and
+  ``GET /v2/models/imdb/versions/%C2%B2`` (404: a version that is not a number is a label);
 * 300 connections that send one header line a second and never finish their headers: all
   closed by the server after ``SERVICE_HEADER_TIMEOUT_S`` (the issue's 3,000 scaled to what
   the 2-core development machine takes next to the server);
@@ -57,6 +61,7 @@ HEADER_TIMEOUT_S = 10.0  # the service's default SERVICE_HEADER_TIMEOUT_S
 UNKNOWN_PATHS = 1000
 BURST_CLIENTS, BURST_REVIEWS = 32, 64
 RELOAD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 class LivezProbe:
@@ -134,6 +139,42 @@ def string_tensor_request(size: int) -> bytes:
     request.model_spec.name, request.model_spec.signature_name = "imdb", "predict_text"
     request.inputs["text"].CopyFrom(tensor)
     return request.SerializeToString()
+
+
+def v2_bytes_flood(size: int = 8_000_000) -> tuple[bytes, int]:
+    """An imdb V2 ``/infer`` body in the binary extension: a BYTES input of 64 elements whose
+    raw contents are ``size`` bytes of zero lengths (2 million elements' worth): a decoder that
+    believed the buffer instead of the shape would build them all. Returns ``(body, JSON
+    header length)``."""
+    import json
+
+    header = json.dumps(
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [64],
+                     "parameters": {"binary_data_size": size}}]}
+    ).encode()  # fmt: skip
+    return header + b"\x00" * size, len(header)
+
+
+def v2_huge_shape_request() -> bytes:
+    """A ``ModelInfer`` for imdb claiming ``[2^62]`` texts in 40 bytes of raw contents."""
+    from tfserving_api._proto.inference import grpc_predict_v2_pb2
+
+    request = grpc_predict_v2_pb2.ModelInferRequest(model_name="imdb")
+    request.inputs.add(name="text", datatype="BYTES", shape=[2**62])
+    request.raw_input_contents.append(b"\x00" * 40)
+    return request.SerializeToString()
+
+
+async def _post_v2(http: aiohttp.ClientSession, path: str, body: bytes, header: int) -> Outcome:
+    sent = time.monotonic()
+    try:
+        headers = {"Inference-Header-Content-Length": str(header)}
+        async with http.post(path, data=body, headers=headers) as response:
+            detail = (await response.read())[:200].decode(errors="replace")
+            status = str(response.status)
+    except Exception as exc:  # noqa: BLE001
+        status, detail = classify(exc)
+    return Outcome("http", sent, time.monotonic(), status, detail)
 
 
 def big_png(side: int = 4096) -> bytes:
@@ -308,6 +349,24 @@ async def run_probes(
                 "GET /v1/models/imdb/versions/%C2%B2",
                 lambda: _all(_get(http, "/v1/models/imdb/versions/%C2%B2")),
                 {"400"},
+            )
+
+            flood, header = v2_bytes_flood()
+            await probes.probe(
+                "V2 HTTP: BYTES [64] then 8 MB of length prefixes",
+                lambda: _all(_post_v2(http, "/v2/models/imdb/infer", flood, header)),
+                {"400"},
+                STRING_REFUSED_S,
+            )
+            await probes.probe(
+                "V2 gRPC: ModelInfer claiming 2^62 rows in 40 bytes",
+                lambda: _all(grpc_raw(target, v2_huge_shape_request(), method=MODEL_INFER)),
+                {"RESOURCE_EXHAUSTED"},
+            )
+            await probes.probe(
+                "GET /v2/models/imdb/versions/%C2%B2",
+                lambda: _all(_get(http, "/v2/models/imdb/versions/%C2%B2")),
+                {"404"},
             )
 
             closed: list[tuple[Outcome, float | None]] = []

@@ -306,8 +306,10 @@ async def post(http: aiohttp.ClientSession, path: str, body: bytes) -> Outcome:
     return Outcome("http", sent, time.monotonic(), status, detail)
 
 
-async def grpc_raw(target: str, request: bytes, timeout: float = 30.0) -> Outcome:
-    """One ``Predict`` call with raw request bytes on a fresh channel."""
+async def grpc_raw(
+    target: str, request: bytes, timeout: float = 30.0, method: str = PREDICT
+) -> Outcome:
+    """One ``Predict`` (or ``method``) call with raw request bytes on a fresh channel."""
     import grpc
 
     options = [
@@ -316,7 +318,7 @@ async def grpc_raw(target: str, request: bytes, timeout: float = 30.0) -> Outcom
     ]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         await channel.channel_ready()
-        call = channel.unary_unary(PREDICT, _registered_method=True)
+        call = channel.unary_unary(method, _registered_method=True)
         return await timed("grpc", call(request, timeout=timeout))
 
 

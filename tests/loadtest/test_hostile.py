@@ -122,3 +122,29 @@ def test_the_string_tensor_request_is_a_varint_that_never_ends() -> None:
 
 def test_chaos_knows_the_hostile_family() -> None:
     assert parse_args(["--scenarios", "hostile"]).scenarios == ("hostile",)
+
+
+def test_the_v2_probes_are_refused_by_the_servers_codec_before_any_work() -> None:
+    import pytest
+
+    from loadtest.hostile import v2_bytes_flood, v2_huge_shape_request
+    from service import v2_codec
+    from service.catalog import ModelInfo, SignatureSpec, TensorSpec
+    from service.errors import InvalidInput, PayloadTooLarge
+    from service.grpc_codec import Limits
+    from service.v2_grpc import infer_request
+    from service.v2_rest import parse_infer_request
+    from tfserving_api._proto.inference import grpc_predict_v2_pb2
+
+    text = TensorSpec("text", "string", (None,))
+    signature = SignatureSpec("predict_text", {"text": text}, {})
+    info = ModelInfo("imdb", 1, "v", "imdb:x", (), {"predict_text": signature})
+    limits = Limits(64, 8 << 20)
+    body, header = v2_bytes_flood(size=1_000_000)
+    request, _, _ = parse_infer_request(body, str(header))
+    with pytest.raises(InvalidInput, match="bytes left after 64 BYTES elements"):
+        v2_codec.decode_inputs(request.inputs, signature, limits)
+    message = grpc_predict_v2_pb2.ModelInferRequest.FromString(v2_huge_shape_request())
+    with pytest.raises(PayloadTooLarge, match="rows exceed the cap of 64"):
+        v2_codec.decode_inputs(infer_request(message).inputs, signature, limits)
+    assert info.user_signature == "predict_text"

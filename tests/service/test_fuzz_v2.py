@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loadtest.hostile import v2_bytes_flood
 from tfserving_api._proto.inference import grpc_predict_v2_pb2 as pb
 from tfserving_api.open_inference import DATATYPES, serialize_bytes
 
@@ -85,6 +86,7 @@ def text_input(**overrides: t.Any) -> dict:
     return {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a film"], **overrides}
 
 
+FLOOD = v2_bytes_flood()  # loadtest/hostile.py's probe: 64 texts, then 8 MB of zero lengths
 # (id, method, path, httpx request kwargs, expected status, fragment of "error")
 HTTP_ROWS = [
     ("unknown model", "POST", "/v2/models/nope/infer", {"json": {"inputs": [window_input()]}},
@@ -132,6 +134,9 @@ HTTP_ROWS = [
      binary({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [4],
                          "parameters": {"binary_data_size": 8}}]}, b"\x00" * 8),
      400, "8 bytes cannot hold 4 BYTES elements"),
+    ("8 MB of BYTES length prefixes", "POST", "/v2/models/imdb/infer",
+     {"content": FLOOD[0], "headers": {"Inference-Header-Content-Length": str(FLOOD[1])}},
+     400, "bytes left after 64 BYTES elements"),
     ("huge claimed shape", "POST", "/v2/models/cosine/infer",
      binary({"inputs": [{"name": "window", "datatype": "FP32", "shape": [2**62, 10],
                          "parameters": {"binary_data_size": 40}}]}, b"\x00" * 40),
