@@ -33,9 +33,9 @@ class Small:
     not_ready_seen: dict[str, bool]
 
 
-def _readyz(url: str) -> int:
+def _readyz(url: str, path: str = "/readyz") -> int:
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+        with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -70,7 +70,7 @@ def small(trained_store, tmp_path_factory, server_factory) -> Iterator[Small]:
     with server_factory(store, log, wait=False, **settings) as (running, proc):
         url, target = running.url, f"127.0.0.1:{running.grpc_port}"
         # Watch the warm-up: the probes must say "not ready" before they say "ready".
-        seen = {"readyz_503": False, "health_not_serving": False}
+        seen = {"readyz_503": False, "health_not_serving": False, "v2_ready_503": False}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             status = _readyz(url)
@@ -78,6 +78,8 @@ def small(trained_store, tmp_path_factory, server_factory) -> Iterator[Small]:
                 seen["readyz_503"] = True
             if _health(target) == health_pb2.HealthCheckResponse.NOT_SERVING:
                 seen["health_not_serving"] = True
+            if status != 200 and _readyz(url, "/v2/health/ready") == 503:
+                seen["v2_ready_503"] = True  # the Open Inference Protocol's probe too
             if status == 200:
                 break
             time.sleep(0.2)
@@ -86,7 +88,9 @@ def small(trained_store, tmp_path_factory, server_factory) -> Iterator[Small]:
 
 
 def test_probes_say_not_ready_until_the_models_are_warm(small):
-    assert small.not_ready_seen == {"readyz_503": True, "health_not_serving": True}
+    assert small.not_ready_seen == {
+        "readyz_503": True, "health_not_serving": True, "v2_ready_503": True
+    }  # fmt: skip
     assert _readyz(small.url) == 200
     deadline = time.monotonic() + 5  # health follows the models' state every 0.5 s
     while _health(small.grpc_target) != health_pb2.HealthCheckResponse.SERVING:
@@ -146,3 +150,53 @@ def test_grpc_overload_is_resource_exhausted(small):
     codes = asyncio.run(flood())
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes
+
+
+V2_BODY = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [ROWS], "data": TEXTS}]}
+
+
+def test_v2_overload_is_refused_at_once_on_both_v2_doors(small):
+    """The Open Inference Protocol's doors share the queue and its refusals: HTTP 503 with
+    ``Retry-After``, gRPC RESOURCE_EXHAUSTED."""
+    import numpy as np
+    import tritonclient.grpc.aio as triton_grpc_aio
+    from tritonclient.grpc import InferInput
+    from tritonclient.utils import InferenceServerException
+
+    async def http_flood() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=small.url, timeout=60, limits=limits) as http:
+            return await asyncio.gather(
+                *(http.post("/v2/models/imdb/infer", json=V2_BODY) for _ in range(64))
+            )
+
+    responses = asyncio.run(http_flood())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert "already queued" in response.json()["error"]
+
+    async def grpc_flood() -> list[str]:
+        client = triton_grpc_aio.InferenceServerClient(small.grpc_target)
+        text = InferInput("text", [ROWS], "BYTES")
+        text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+
+        async def one() -> str:
+            try:
+                await client.infer("imdb", [text], client_timeout=60)
+                return "OK"
+            except InferenceServerException as exc:
+                return str(exc.status())
+
+        try:
+            return await asyncio.gather(*(one() for _ in range(64)))
+        finally:
+            await client.close()
+
+    codes = asyncio.run(grpc_flood())
+    assert set(codes) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, codes
+    assert "OK" in codes and "StatusCode.RESOURCE_EXHAUSTED" in codes
+    metrics = httpx.get(f"{small.url}/metrics").text
+    assert 'code="503",door="v2",model="imdb"' in metrics
