@@ -4,17 +4,19 @@ Five doors reach the same models: ``http`` (the friendly JSON endpoints), ``tfse
 (TF Serving REST, ``POST /v1/models/{m}:predict`` with ``instances``), ``grpc`` (TF
 Serving's ``PredictionService/Predict``), and the Open Inference Protocol's: ``v2-http``
 (``POST /v2/models/{m}/infer`` with the binary tensor data extension, as tritonclient sends
-it) and ``v2-grpc`` (``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``). Each door's requests are built once per model and
-items-per-request, ``POOL`` distinct ones cycled through during a run, so the generator
-spends its CPU on the protocol, not on encoding: JSON bodies are bytes, and gRPC requests
-are serialized ``PredictRequest`` bytes sent through a raw ``grpc.aio`` multicallable (no
-serializer, no client library). Answers are checked cheaply but for real: the output
-tensor is decoded (``tfserving_api.tensors.to_ndarray`` over gRPC, the JSON body over REST)
-and its shape and range checked by :func:`loadtest.checks.check_outputs`.
+it) and ``v2-grpc`` (``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``).
+Each door's requests are built once per model and items-per-request, ``POOL`` distinct ones
+cycled through during a run, so the generator spends its CPU on the protocol, not on
+encoding: HTTP bodies are bytes, and gRPC requests are serialized ``PredictRequest`` (or
+``ModelInferRequest``) bytes sent through a raw ``grpc.aio`` multicallable (no serializer,
+no client library). Answers are checked cheaply but for real: the output tensor is decoded
+(``tfserving_api.tensors.to_ndarray`` or the V2 raw contents over gRPC, the JSON body or
+the V2 binary answer over REST) and its shape and range checked by
+:func:`loadtest.checks.check_outputs`.
 
-``tfserving``, ``grpc`` and the V2 doors call the signature the friendly endpoint calls (raw text for
-imdb, reuters and the translator, float pixels in [0, 1] on ``serving_default`` for images,
-``forecast`` for cosine), so the three doors run the same model function.
+``tfserving``, ``grpc`` and the V2 doors call the signature the friendly endpoint calls (raw
+text for imdb, reuters and the translator, float pixels in [0, 1] on ``serving_default`` for
+images, ``forecast`` for cosine), so every door runs the same model function.
 
 Typical usage::
 
@@ -164,7 +166,8 @@ def v2_http_bodies(model: str, items: int = 1) -> tuple[tuple[bytes, int], ...]:
     JSON header (input described, ``binary_data_size``; outputs binary), then the raw tensor.
 
     Returns:
-        ``(body, JSON header length)`` pairs; the length goes in ``Inference-Header-Content-Length``.
+        ``(body, JSON header length)`` pairs; the length is sent as
+        ``Inference-Header-Content-Length``.
     """
     signature, name, _ = SIGNATURES[model]
     bodies = []

@@ -141,9 +141,8 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: t.Any, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         model = self._resolve(request.name, request.version)
-        served = [
-            v for v, state, _ in self.models.models[model.info.name].status() if state == "AVAILABLE"
-        ]
+        versions = self.models.models[model.info.name].status()
+        served = [v for v, state, _ in versions if state == "AVAILABLE"]
         return json_format.ParseDict(
             v2.model_metadata(model.info, served), pb.ModelMetadataResponse()
         )

@@ -21,8 +21,8 @@ Typical usage::
     import numpy as np
     from tfserving_api.open_inference import datatype, from_raw, serialize_bytes, to_raw
 
-    raw = serialize_bytes([b"a wonderful film"])            # b"\\x10\\x00\\x00\\x00a wonderful film"
-    texts = from_raw(datatype("BYTES"), [1], raw)             # array([b'a wonderful film'], dtype=object)
+    raw = serialize_bytes([b"a wonderful film"])   # b"\\x10\\x00\\x00\\x00a wonderful film"
+    texts = from_raw(datatype("BYTES"), [1], raw)    # array([b'a wonderful film'], dtype=object)
     pixels = from_raw(datatype("FP32"), [1, 2], to_raw(np.ones((1, 2), np.float32)))
 """
 

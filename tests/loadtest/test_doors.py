@@ -141,7 +141,8 @@ def _served_info(model: str):
     dtype = "string" if batch.dtype == object else str(batch.dtype)
     spec = TensorSpec(name, dtype, (None, *batch.shape[1:]))
     outputs = {output: TensorSpec(output, "float32", (None,))}
-    return ModelInfo(model, 1, "v", f"{model}:x", (), {signature: SignatureSpec(signature, {name: spec}, outputs)})
+    signatures = {signature: SignatureSpec(signature, {name: spec}, outputs)}
+    return ModelInfo(model, 1, "v", f"{model}:x", (), signatures)
 
 
 @pytest.mark.parametrize("model", sorted(doors.SIGNATURES))
@@ -217,6 +218,10 @@ def test_v2_targets_compare_with_the_tf_serving_door_of_the_transport():
     row = summary["ratios"]["imdb"]["by_concurrency"]["64"]
     assert row["v2-http_over_tfserving_throughput"] == pytest.approx(0.9)
     assert row["v2-grpc_over_grpc_throughput"] == pytest.approx(0.8)
-    verdicts = {t["target"]: t["met"] for t in summary["targets"] if "/ tfserving" in t["target"] or "/ grpc" in t["target"]}
+    verdicts = {
+        t["target"]: t["met"]
+        for t in summary["targets"]
+        if "/ tfserving" in t["target"] or "/ grpc" in t["target"]
+    }
     assert verdicts == {"imdb v2-http c=64: throughput / tfserving": True,
                         "imdb v2-grpc c=64: throughput / grpc": False}  # fmt: skip

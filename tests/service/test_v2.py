@@ -40,7 +40,8 @@ def http(server):
 
 @pytest.fixture(scope="module")
 def triton(server):
-    client = triton_http.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
+    address = server.url.removeprefix("http://")
+    client = triton_http.InferenceServerClient(address, network_timeout=60)
     yield client
     client.close()
 
@@ -211,7 +212,8 @@ def test_aio_client(server, http) -> None:
                 signature, tensor, datatype, array = sample(server, model)
                 infer_input = triton_http_aio.InferInput(tensor, list(array.shape), datatype)
                 infer_input.set_data_from_numpy(array)
-                results.append((model, signature, tensor, array, await client.infer(model, [infer_input])))
+                result = await client.infer(model, [infer_input])
+                results.append((model, signature, tensor, array, result))
             return results
         finally:
             await client.close()
@@ -223,8 +225,9 @@ def test_aio_client(server, http) -> None:
 
 def test_v2_requests_are_counted_with_door_v2(http) -> None:
     metrics = http.get("/metrics").text
-    assert re.search(r'keras_serving_requests_total\{code="200",door="v2",model="imdb"\} \d', metrics)
-    assert re.search(r'keras_serving_requests_total\{code="400",door="v2",model="cosine"\} \d', metrics)
+    series = r'keras_serving_requests_total\{{code="{}",door="v2",model="{}"\}} \d'
+    assert re.search(series.format(200, "imdb"), metrics)
+    assert re.search(series.format(400, "cosine"), metrics)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -276,7 +279,8 @@ def test_grpc_aio_client(server, http) -> None:
                 signature, tensor, datatype, array = sample(server, model)
                 infer_input = triton_grpc.InferInput(tensor, list(array.shape), datatype)
                 infer_input.set_data_from_numpy(array)
-                results.append((model, signature, tensor, array, await client.infer(model, [infer_input])))
+                result = await client.infer(model, [infer_input])
+                results.append((model, signature, tensor, array, result))
             return results
         finally:
             await client.close()

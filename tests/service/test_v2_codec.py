@@ -129,7 +129,7 @@ def test_signature_name_parameter() -> None:
     body, header = triton_body(window, "window", "FP32", signature_name="serving_default")
     assert decode(body, header, COSINE)[0] == "serving_default"
     body, header = triton_body(window, "window", "FP32", signature_name="nope")
-    with pytest.raises(ModelNotFound, match="signature_name: model 'cosine' has no signature 'nope'"):
+    with pytest.raises(ModelNotFound, match="model 'cosine' has no signature 'nope'"):
         decode(body, header, COSINE)
 
 
@@ -169,7 +169,8 @@ def test_tritonclient_reads_our_answer(binary: bool) -> None:
 
 
 def test_bytes_outputs_round_trip_through_tritonclient() -> None:
-    translate = _signature("translate", TEXT, translation=TensorSpec("translation", "string", (None,)))
+    translation = TensorSpec("translation", "string", (None,))
+    translate = _signature("translate", TEXT, translation=translation)
     info = _info("translator", translate)
 
     class Model:

@@ -59,7 +59,8 @@ def test_readiness_metadata_and_infer_with_tritonclient(start) -> None:  # noqa:
         assert len(response.raw_output_contents) == 1 and not response.outputs[0].HasField(
             "contents"
         )
-        ints = client.infer("cosine", [infer_input(np.arange(10, dtype=np.int64)[None], "window", "INT64")])
+        ids = np.arange(10, dtype=np.int64)[None]
+        ints = client.infer("cosine", [infer_input(ids, "window", "INT64")])
         assert ints.as_numpy("forecast").tolist() == [45.0]
     finally:
         client.close()

@@ -125,7 +125,8 @@ def test_grpc_repository_calls_are_admin_calls(start) -> None:  # noqa: F811
         assert client.is_model_ready("cosine", headers=inference)
         tensor = triton_grpc.InferInput("window", [1, 10], "FP32")
         tensor.set_data_from_numpy(WINDOW)
-        assert client.infer("cosine", [tensor], headers=inference).as_numpy("forecast").tolist() == [45.0]
+        result = client.infer("cosine", [tensor], headers=inference)
+        assert result.as_numpy("forecast").tolist() == [45.0]
         for call in (
             lambda h: client.get_model_repository_index(headers=h),
             lambda h: client.load_model("cosine", headers=h),
@@ -204,14 +205,16 @@ def test_load_with_labels_then_infer_by_label_over_both_doors(admin_server) -> N
             http.load_model("cosine", headers=admin, config='{"labels": {"stable": 9999}}')
         assert caught.value.status() == "400" and "has no version 9999" in caught.value.message()
 
-        http.load_model("cosine", headers=admin, config=json.dumps({"labels": {"stable": int(version)}}))
+        labels = json.dumps({"labels": {"stable": int(version)}})
+        http.load_model("cosine", headers=admin, config=labels)
         tensor = triton_http.InferInput("window", [1, 10], "FP32")
         tensor.set_data_from_numpy(WINDOW)
         by_label = http.infer("cosine", [tensor], model_version="stable")
         assert by_label.get_response()["model_version"] == version
         tensor = triton_grpc.InferInput("window", [1, 10], "FP32")
         tensor.set_data_from_numpy(WINDOW)
-        assert rpc.infer("cosine", [tensor], model_version="stable").get_response().model_version == version
+        answer = rpc.infer("cosine", [tensor], model_version="stable").get_response()
+        assert answer.model_version == version
         response = httpx.post(
             f"{admin_server.url}/v2/models/cosine/labels/stable/infer",
             json={"inputs": [{"name": "window", "datatype": "FP32", "shape": [1, 10],

@@ -129,7 +129,8 @@ def test_shapes_must_be_non_negative_integers(shape: object) -> None:
 
 
 def test_raw_byte_count_must_match_the_shape() -> None:
-    with pytest.raises(TensorError, match="12 bytes of raw contents, shape \\[1, 4\\] of FP32 needs 16"):
+    message = r"12 bytes of raw contents, shape \[1, 4\] of FP32 needs 16"
+    with pytest.raises(TensorError, match=message):
         from_raw(BY_NAME["FP32"], [1, 4], b"\x00" * 12)
 
 
