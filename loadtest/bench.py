@@ -9,8 +9,9 @@ For each model, in one run on one machine:
 3. ``layers``: servers answering without a model (``loadtest.bare_servers``: bare
    uvicorn, the same route in a minimal BentoML service, a trivial ``@bentoml.api``, a bare
    ``grpc.aio`` Predict) at 64 clients: which layer of a door costs what;
-4. ``http`` (friendly JSON), ``tfserving`` (TF Serving REST) and ``grpc`` (TF Serving
-   gRPC): the service at the same concurrencies with one item per request, and with
+4. ``http`` (friendly JSON), ``tfserving`` (TF Serving REST), ``grpc`` (TF Serving
+   gRPC), ``v2-http`` and ``v2-grpc`` (the Open Inference Protocol's doors, binary tensors
+   over HTTP, ``ModelInfer`` over gRPC): the service at the same concurrencies with one item per request, and with
    ``--items`` more (32: a client that batches) at ``--items-concurrency``. Throughput,
    p50/p95/p99, errors, mean batch size, queue wait and refusals from ``/metrics``, CPU per
    server process (arbiter, each worker), generator CPU per request; RSS per process once
@@ -32,6 +33,7 @@ Typical usage::
     python -m loadtest.bench --models imdb --quick --serve-models imdb
     python -m loadtest.bench --modes layers --quick
     python -m loadtest.bench --url http://127.0.0.1:3000 --grpc 127.0.0.1:8500 --modes http,grpc
+    python -m loadtest.bench --models imdb --quick --modes tfserving,grpc,v2-http,v2-grpc
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ async def run_level(
 
     Args:
         model: The model whose payload is sent.
-        mode: ``http``, ``tfserving``, ``grpc``, ``naive`` (friendly JSON) or ``layers``.
+        mode: a door (``http``, ``tfserving``, ``grpc``, ``v2-http``, ``v2-grpc``), ``naive``
+            (friendly JSON) or ``layers``.
         target: Base URL, or ``host:port`` for gRPC.
         concurrency: Closed-loop clients.
         args: Durations.
