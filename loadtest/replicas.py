@@ -94,9 +94,15 @@ def replica(name: str, work: Path) -> Replica:
 
 
 @contextlib.contextmanager
-def running(rep: Replica, store: Path, **settings: str) -> Iterator[Replica]:
+def running(
+    rep: Replica, store: Path, source: Path | None = None, **settings: str
+) -> Iterator[Replica]:
     """Starts ``rep`` on ``store`` (a ``BENTOML_HOME``), waits for ``/readyz``, and stops its
-    every process on exit, whatever state it is in."""
+    every process on exit, whatever state it is in.
+
+    Args:
+        source: the service's code (default this checkout), e.g. a built Bento's ``src``.
+    """
     home = Path(tempfile.mkdtemp(prefix=f"keras-serving-{rep.name}-"))
     (home / "models").symlink_to(store.resolve() / "models")
     env = {
@@ -115,6 +121,8 @@ def running(rep: Replica, store: Path, **settings: str) -> Iterator[Replica]:
     }
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", "--host", LOOPBACK, "--port", str(rep.port)]
+    if source is not None:
+        command[2:2] = ["service.service:ModelServer", "--working-dir", str(source)]
     rep.process = ServerProcess(command, f"{rep.url}/readyz", rep.log, env=env, cwd=ROOT)
     try:
         rep.process.start()

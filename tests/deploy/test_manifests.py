@@ -17,7 +17,14 @@ from tools.kustomize import render
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES = "1.33.0"  # one minor version, pinned with kubernetes-validate in pyproject.toml
-OVERLAYS = ["base", "overlays/keda", "overlays/servicemonitor", "overlays/gpu", "overlays/inflight"]
+OVERLAYS = [
+    "base",
+    "overlays/keda",
+    "overlays/servicemonitor",
+    "overlays/gpu",
+    "overlays/inflight",
+    "overlays/shared-store",
+]
 # Custom resources: kubernetes-validate ships only Kubernetes' own schemas.
 CUSTOM = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
 
@@ -189,3 +196,17 @@ def test_the_autoscalers_read_series_a_live_server_exports(server):
     [trigger] = objects("overlays/keda")["ScaledObject"]["spec"]["triggers"]
     wanted = series_in(trigger["metadata"]["query"])
     assert wanted and wanted <= exported, wanted - exported
+
+
+def test_shared_store_overlay_serves_the_volume_and_watches_it():
+    main = container("overlays/shared-store")
+    store_env = env("overlays/shared-store")
+    assert store_env["SERVICE_MODEL_SOURCE"] == "store" and float(store_env["SERVICE_POLL_S"]) > 0
+    assert main["args"][:3] == ["bentoml", "serve", "service.service:ModelServer"]
+    [mount] = [m for m in main["volumeMounts"] if m["name"] == "models"]
+    assert mount["readOnly"] is True and mount["subPath"] == "models"
+    spec = objects("overlays/shared-store")["Deployment"]["spec"]["template"]["spec"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == "models"]
+    claim = objects("overlays/shared-store")["PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "ReadOnlyMany" in claim["spec"]["accessModes"]

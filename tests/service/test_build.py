@@ -4,8 +4,10 @@ the Dockerfile ``bentoml containerize`` builds: both ports exposed, no test-only
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,9 @@ MODELS = {"reuters", "imdb", "cifar", "cosine", "mnist", "translator"}
 TEST_ONLY = ("pytest", "schemathesis", "hypothesis", "grpcio-tools", "py-spy", "tritonclient")
 
 
-def test_bentoml_build_contains_service_code_and_models(trained_store):
+@pytest.fixture(scope="module")
+def built(trained_store) -> tuple[Path, str]:
+    """``bentoml build`` of the repository: the Bento's directory and its tag."""
     env = {
         **os.environ,
         "BENTOML_HOME": str(trained_store.home),
@@ -39,7 +43,11 @@ def test_bentoml_build_contains_service_code_and_models(trained_store):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
-    bento = trained_store.home / "bentos" / name / version
+    return trained_store.home / "bentos" / name / version, tag
+
+
+def test_bentoml_build_contains_service_code_and_models(trained_store, built):
+    bento, _ = built
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
     assert manifest["service"] == "service.service:ModelServer"
     services = {s["name"]: s for s in manifest["services"]}
@@ -60,6 +68,19 @@ def test_bentoml_build_contains_service_code_and_models(trained_store):
     for default in ("SERVICE_WORKERS=auto", "GRPC_PORT=8500", "GRPC_HOST=0.0.0.0"):
         assert f"ARG {default}" in dockerfile, default
     assert {e["name"]: e["value"] for e in manifest["envs"]}["GRPC_PORT"] == "8500"
+    # deploy/k8s/overlays/shared-store relies on the image's layout: the store it mounts is
+    # $BENTOML_HOME/models and the service's code is $BENTO_PATH/src.
+    from tools.kustomize import render
+
+    home = Path(re.search(r"^ENV BENTOML_HOME=(\S+)$", dockerfile, re.M)[1])
+    bento_path = Path(re.search(r"^ARG BENTO_PATH=(\S+)$", dockerfile, re.M)[1])
+    [deployment] = [
+        o for o in render(ROOT / "deploy/k8s/overlays/shared-store") if o["kind"] == "Deployment"
+    ]
+    [main] = deployment["spec"]["template"]["spec"]["containers"]
+    [store] = [m for m in main["volumeMounts"] if m["name"] == "models"]
+    assert Path(store["mountPath"]) == home / "models"
+    assert main["args"][main["args"].index("--working-dir") + 1] == str(bento_path / "src")
     # The gRPC door's protos and codec travel with the service (the image has no clients/).
     src = bento / "src"
     for module in (
@@ -81,3 +102,26 @@ def test_bentoml_build_contains_service_code_and_models(trained_store):
         }
         assert {"tensorflow", "keras", "bentoml", "grpcio"} <= packages, name
         assert not packages & set(TEST_ONLY), (name, packages & set(TEST_ONLY))
+
+
+def test_the_image_code_serves_a_shared_store_and_hot_reloads_it(trained_store, built, tmp_path):
+    """The shared-volume mode of deploy/k8s/overlays/shared-store, minus the container: the
+    Bento's own ``src`` served with ``SERVICE_MODEL_SOURCE=store`` serves the store (not what
+    it packaged) and loads a version registered there while it runs."""
+    from loadtest.replicas import private_store, register_copy, replica, running, versions
+
+    bento, _ = built
+    store = private_store(trained_store.home, tmp_path)
+    packaged = {t["tag"] for s in yaml.safe_load((bento / "bento.yaml").read_text())["services"]
+                for t in s["models"]}  # fmt: skip
+    rep = replica("bento-src", tmp_path)
+    with running(rep, store, source=bento / "src", SERVICE_MODEL_SOURCE="store"):
+        [old] = versions(rep)
+        new = register_copy(store)
+        deadline = time.monotonic() + 120
+        while versions(rep) != {new: "AVAILABLE"} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert versions(rep) == {new: "AVAILABLE"}, rep.process.tail()
+    assert new == old + 1
+    latest = (store / "models" / "imdb" / "latest").read_text().strip()
+    assert f"imdb:{latest}" not in packaged  # served from the store, not the Bento
