@@ -210,3 +210,15 @@ def test_shared_store_overlay_serves_the_volume_and_watches_it():
     claim = objects("overlays/shared-store")["PersistentVolumeClaim"]
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert "ReadOnlyMany" in claim["spec"]["accessModes"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_the_manifests_set_is_a_documented_knob(overlay):
+    """A typo in a variable name would be ignored by the service: each one the Deployment
+    sets must be in the README's Configuration table (which lists what the code reads)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") :]
+    table = table[: table.index("\n## ", 1)]
+    documented = set(re.findall(r"`((?:SERVICE|GRPC|BENTOML)_[A-Z_]+)`", table))
+    ours = {name for name in env(overlay) if name.startswith(("SERVICE_", "GRPC_"))}
+    assert ours and ours <= documented, ours - documented
