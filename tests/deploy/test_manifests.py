@@ -43,7 +43,15 @@ def container(overlay: str = "base") -> dict:
 
 
 def env(overlay: str = "base") -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(overlay)["env"]}
+    """The container's variables (those from a Secret as ``secret:<name>/<key>``)."""
+    found = {}
+    for e in container(overlay)["env"]:
+        if "value" in e:
+            found[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            found[e["name"]] = f"secret:{ref['name']}/{ref['key']}"
+    return found
 
 
 def adapter_rules() -> dict[str, dict]:
@@ -222,3 +230,12 @@ def test_every_variable_the_manifests_set_is_a_documented_knob(overlay):
     documented = set(re.findall(r"`((?:SERVICE|GRPC|BENTOML)_[A-Z_]+)`", table))
     ours = {name for name in env(overlay) if name.startswith(("SERVICE_", "GRPC_"))}
     assert ours and ours <= documented, ours - documented
+
+
+def test_tokens_come_from_an_optional_secret():
+    """The base applies without the Secret (no auth) and picks the tokens up once it exists."""
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container()["env"] if "valueFrom" in e]
+    assert {env()[name] for name in ("SERVICE_AUTH_TOKENS", "SERVICE_ADMIN_TOKEN")} == {
+        f"secret:{ref['name']}/{ref['key']}" for ref in refs
+    }
+    assert all(ref["optional"] is True for ref in refs)
