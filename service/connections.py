@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -114,6 +115,31 @@ if HttpToolsProtocol is not None:
 
 
 PROTOCOL = "service.connections:GuardedHttpToolsProtocol"
+CAP_MESSAGE = "Exceeded concurrency limit."  # uvicorn's warning, once per refused request
+
+
+class OncePer(logging.Filter):
+    """Lets uvicorn's per-request "Exceeded concurrency limit." warning through once every
+    ``seconds``, with how many were held back: a flood past the cap must not flood the log."""
+
+    def __init__(self, seconds: float = 10.0, clock: t.Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.seconds, self.clock = seconds, clock
+        self.last: float | None = None
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != CAP_MESSAGE:
+            return True
+        now = self.clock()
+        if self.last is not None and now - self.last < self.seconds:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg = f"{CAP_MESSAGE} ({self.held} more in the last {self.seconds:.0f} s)"
+            record.args = ()
+        self.last, self.held = now, 0
+        return True
 
 
 def install(settings: ConnectionSettings) -> bool:
@@ -131,6 +157,9 @@ def install(settings: ConnectionSettings) -> bool:
     import uvicorn.config
 
     GuardedHttpToolsProtocol.settings = settings
+    cap_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OncePer) for f in cap_log.filters):
+        cap_log.addFilter(OncePer())
     uvicorn.config.HTTP_PROTOCOLS["auto"] = PROTOCOL
     uvicorn.config.HTTP_PROTOCOLS["httptools"] = PROTOCOL
     return True

@@ -79,6 +79,23 @@ def test_install_points_uvicorn_at_the_guarded_protocol(monkeypatch) -> None:
     assert connections.GuardedHttpToolsProtocol.settings.max_connections == 5
 
 
+def test_the_cap_warning_is_logged_once_per_interval() -> None:
+    import logging
+
+    now = [0.0]
+    once = connections.OncePer(10.0, clock=lambda: now[0])
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, message, (), None)
+
+    assert once.filter(record(connections.CAP_MESSAGE))
+    assert [once.filter(record(connections.CAP_MESSAGE)) for _ in range(500)] == [False] * 500
+    assert once.filter(record("another warning"))
+    now[0] = 11.0
+    passed = record(connections.CAP_MESSAGE)
+    assert once.filter(passed) and "500 more in the last 10 s" in passed.getMessage()
+
+
 @pytest.mark.parametrize(
     ("env", "options"),
     [
