@@ -131,6 +131,9 @@ class ServingSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_text_chars: int = 20_000
     max_image_side: int = 4096
+    # Total pixels of the uploaded images of one request, from their headers, before any
+    # is decoded (413 / RESOURCE_EXHAUSTED above).
+    max_pixels: int = 64 * 1024 * 1024
     max_horizon: int = 100
     # Seconds a request may take end to end: its deadline in the queue, and BentoML's timeout.
     timeout_s: int = 60
@@ -192,6 +195,7 @@ class ServingSettings:
             max_body_bytes=_int("SERVICE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             max_text_chars=_int("SERVICE_MAX_TEXT_CHARS", 20_000, minimum=1),
             max_horizon=_int("SERVICE_MAX_HORIZON", 100, minimum=1),
+            max_pixels=_int("SERVICE_MAX_PIXELS", 64 * 1024 * 1024, minimum=1),
             timeout_s=_int("SERVICE_TIMEOUT_S", 60, minimum=1),
             access_log=_flag("SERVICE_ACCESS_LOG"),
             tracing=_flag("SERVICE_TRACING"),

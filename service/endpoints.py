@@ -13,7 +13,7 @@ import numpy as np
 
 from service.config import ServingSettings
 from service.errors import InvalidInput
-from service.inputs import images_array, texts_array, window_array
+from service.inputs import images_array_off_loop, texts_array, window_array
 from service.served_model import ServedModel
 from tfserving_api.contract import (
     FORECAST_STEPS_SIGNATURE,
@@ -95,7 +95,15 @@ async def classify_images(
     _check_top_k(top_k, classes)
     # Pixels are scaled to [0, 1] here, exactly as predict_images does in the graph, so that
     # every image request shares the tensor signature's batch queue.
-    batch = images_array(images, spec.input, "images", settings.max_items, settings.max_image_side)
+    # Decoding and resizing uploads is CPU work: on a thread pool, never the event loop.
+    batch = await images_array_off_loop(
+        images,
+        spec.input,
+        "images",
+        settings.max_items,
+        settings.max_image_side,
+        settings.max_pixels,
+    )
     outputs = await client.run(TENSOR_SIGNATURE, batch)
     names = _label_names(client, classes)
     results = []

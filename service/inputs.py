@@ -12,10 +12,13 @@ or ``{"b64": ...}`` in JSON) of any size are converted to the model's channels (
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,22 +82,73 @@ def window_array(window: Sequence[Any], spec: TensorSpec, field: str = "window")
     return np.asarray([window], dtype=np.float32)
 
 
+# Total pixels the encoded images of one request may hold (SERVICE_MAX_PIXELS): checked
+# from their headers before any of them is decoded.
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+# Where uploaded images are decoded and resized: never the event loop (a 4096 x 4096 PNG
+# takes a CPU-second there). Two threads: Pillow releases the GIL while it decodes.
+IMAGE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="image-decode")
+
+
 def images_array(
-    images: Sequence[Any], spec: TensorSpec, field: str, max_items: int, max_side: int = 4096
+    images: Sequence[Any],
+    spec: TensorSpec,
+    field: str,
+    max_items: int,
+    max_side: int = 4096,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """Nested arrays and/or encoded PNG/JPEG bytes -> float32 pixels in [0, 1], ``[n, H, W, C]``."""
+    """Nested arrays and/or encoded PNG/JPEG bytes -> float32 pixels in [0, 1], ``[n, H, W, C]``.
+
+    Every encoded image's header is read first: their total pixels must stay within
+    ``max_pixels`` before any of them is decoded. CPU-heavy for encoded images: call it
+    through :func:`images_array_off_loop` from the event loop.
+
+    Raises:
+        InvalidInput: a bad image, naming its field (``images[3]``).
+        PayloadTooLarge: too many images, one too large, or too many pixels in all.
+    """
     check_count(images, field, max_items)
     height, width, channels = spec.row_shape
-    pixels = np.empty((len(images), height, width, channels), dtype=np.float32)
-    for i, image in enumerate(images):
-        name = f"{field}[{i}]"
-        if isinstance(image, dict):
-            image = _b64(image, name)
+    items = [_b64(image, f"{field}[{i}]") if isinstance(image, dict) else image
+             for i, image in enumerate(images)]  # fmt: skip
+    headers: dict[int, Any] = {}
+    total = 0
+    for i, image in enumerate(items):
         if isinstance(image, bytes | bytearray):
-            pixels[i] = decode_image(bytes(image), (height, width, channels), name, max_side)
+            headers[i] = open_image(bytes(image), f"{field}[{i}]", max_side)
+            total += headers[i].size[0] * headers[i].size[1]
+            if total > max_pixels:
+                raise PayloadTooLarge(
+                    f"{field}[{i}]: the images up to this one hold {total} pixels, over the cap "
+                    f"of {max_pixels} per request (SERVICE_MAX_PIXELS)"
+                )
+    pixels = np.empty((len(items), height, width, channels), dtype=np.float32)
+    for i, image in enumerate(items):
+        name = f"{field}[{i}]"
+        if i in headers:
+            pixels[i] = _decode(headers[i], (height, width, channels), name)
         else:
             pixels[i] = _array_image(image, (height, width, channels), name)
     return pixels
+
+
+def has_encoded_images(images: Any) -> bool:
+    """Whether ``images`` holds an uploaded file or a ``{"b64": ...}`` item (decoding work)."""
+    return isinstance(images, list | tuple) and any(
+        isinstance(image, bytes | bytearray | dict) for image in images
+    )
+
+
+async def images_array_off_loop(images: Sequence[Any], *args: Any, **kwargs: Any) -> np.ndarray:
+    """:func:`images_array` on :data:`IMAGE_POOL` when there is anything to decode (nested
+    arrays alone stay on the event loop: they are bounded by the body cap and cheap)."""
+    if not has_encoded_images(images):
+        return images_array(images, *args, **kwargs)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        IMAGE_POOL, functools.partial(images_array, images, *args, **kwargs)
+    )
 
 
 def _b64(value: dict, field: str, content: str = "PNG/JPEG") -> bytes:
@@ -106,33 +160,63 @@ def _b64(value: dict, field: str, content: str = "PNG/JPEG") -> bytes:
         raise InvalidInput(f"{field}.b64: not valid base64") from None
 
 
+def open_image(data: bytes, field: str, max_side: int = 4096) -> Any:
+    """PNG/JPEG bytes -> a Pillow image of which only the header has been read.
+
+    Raises:
+        InvalidInput: empty, not PNG/JPEG, or no readable header.
+        PayloadTooLarge: a side over ``max_side``, or more pixels than Pillow's own guard
+            (``Image.MAX_IMAGE_PIXELS``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InvalidInput(f"{field}: empty file")
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidInput(f"{field}: not a decodable PNG or JPEG image") from None
+    if image.format not in IMAGE_FORMATS:
+        raise InvalidInput(
+            f"{field}: {image.format or 'unknown'} images are not accepted (PNG or JPEG)"
+        )
+    image_width, image_height = image.size
+    if max(image.size) > max_side:
+        raise PayloadTooLarge(
+            f"{field}: {image_width}x{image_height} pixels exceed the cap of {max_side} per side"
+        )
+    if Image.MAX_IMAGE_PIXELS and image_width * image_height > Image.MAX_IMAGE_PIXELS:
+        raise PayloadTooLarge(
+            f"{field}: {image_width}x{image_height} pixels exceed the cap of "
+            f"{Image.MAX_IMAGE_PIXELS} per image"
+        )
+    return image
+
+
+def _decode(image: Any, shape: tuple[int, int, int], field: str) -> np.ndarray:
+    """An opened image -> float32 ``[H, W, C]`` in [0, 1], converted and resized to ``shape``."""
+    from PIL import Image
+
+    height, width, channels = shape
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        if image.format == "JPEG":
+            image.draft(mode, (width, height))  # libjpeg decodes at 1/2..1/8 scale: less work
+        image = image.convert(mode)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidInput(f"{field}: not a decodable PNG or JPEG image") from None
+    array = array.reshape(height, width, channels)
+    return array.astype(np.float32) / np.float32(255.0)
+
+
 def decode_image(
     data: bytes, shape: tuple[int, int, int], field: str, max_side: int = 4096
 ) -> np.ndarray:
     """PNG/JPEG bytes -> float32 ``[H, W, C]`` in [0, 1], converted and resized to ``shape``."""
-    from PIL import Image, UnidentifiedImageError
-
-    height, width, channels = shape
-    if not data:
-        raise InvalidInput(f"{field}: empty file")
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.format not in IMAGE_FORMATS:
-            raise InvalidInput(
-                f"{field}: {image.format or 'unknown'} images are not accepted (PNG or JPEG)"
-            )
-        if max(image.size) > max_side:
-            raise PayloadTooLarge(
-                f"{field}: {image.size[0]}x{image.size[1]} pixels exceed the cap of {max_side} per side"
-            )
-        image = image.convert("L" if channels == 1 else "RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise InvalidInput(f"{field}: not a decodable PNG or JPEG image") from None
-    array = array.reshape(height, width, channels)
-    return array.astype(np.float32) / np.float32(255.0)
+    return _decode(open_image(data, field, max_side), shape, field)
 
 
 def _array_image(value: Any, shape: tuple[int, int, int], field: str) -> np.ndarray:

@@ -4,14 +4,29 @@ the status it must get and a fragment of its message; none is a 5xx, none leaves
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
 import re
 
 import httpx
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.integration
 
 LONG = "x" * 1_000_000  # a client string far past what any message should echo
+
+
+@functools.cache
+def big_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4096, 4096)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def big_pngs(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", (f"{i}.png", big_png(), "image/png")) for i in range(count)]
 
 # (case, method, path, request kwargs for httpx, expected status, fragment of "error")
 PROBES = [
@@ -34,6 +49,13 @@ PROBES = [
     ("friendly version underscore in a form", "POST", "/mnist/classify",
      {"data": {"version": "3_0"}, "files": {"images": ("a.png", b"\x89PNG", "image/png")}}, 400,
      "version: '3_0' is not a version number"),
+    # ---- images: a pixel budget per request, from the headers, before any decoding
+    ("64 PNGs of 4096x4096 (took 11.6 s on the event loop)", "POST", "/cifar/classify",
+     {"files": big_pngs(64)}, 413,
+     "images[4]: the images up to this one hold 83886080 pixels, over the cap of 67108864"),
+    ("64 PNGs of 4096x4096 as base64", "POST", "/mnist/classify",
+     {"json": {"images": [{"b64": base64.b64encode(big_png()).decode()}] * 64}},
+     413, "(SERVICE_MAX_PIXELS)"),
 ]  # fmt: skip
 
 
