@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.client_text import clip
 from service.errors import ModelNotFound
 from tfserving_api.contract import TENSOR_SIGNATURE, USER_SIGNATURES
 from tfserving_api.store import readable_models
@@ -128,7 +129,8 @@ class ModelInfo:
         except KeyError:
             known = ", ".join(sorted(self.signatures))
             raise ModelNotFound(
-                f"signature_name: model '{self.name}' has no signature '{name}' (has: {known})"
+                f"signature_name: model '{self.name}' has no signature '{clip(name)}' "
+                f"(has: {known})"
             ) from None
 
     def describe(self) -> dict[str, Any]:

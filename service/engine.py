@@ -25,6 +25,7 @@ import typing as t
 from pathlib import Path
 
 from service.catalog import Stored
+from service.client_text import clip
 from service.config import ServingSettings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import CONFIG_ERRORS
@@ -212,7 +213,7 @@ class Engine:
         model = self.models.get(name)
         if model is None:
             served = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"model '{name}' is not served (served: {served})")
+            raise ModelNotFound(f"model '{clip(name)}' is not served (served: {served})")
         return model.get(version, label)
 
     async def close(self) -> None:

@@ -14,6 +14,10 @@ from http import HTTPStatus
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
+from service.client_text import clip
+
+# The longest message a client gets back (and the log repeats).
+MAX_MESSAGE_CHARS = 1000
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
 
 
@@ -28,6 +32,9 @@ class ServingError(BentoMLException):
         # encodable text) and control characters must not break the answer or forge log lines.
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         message = message.translate(_CONTROL_ESCAPES)
+        # The echoes in it are clipped where they are quoted (service.client_text.clip); this
+        # bounds the whole, whatever a message quotes.
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message, error_code=self.error_code)
         self.message = message
 
@@ -133,7 +140,7 @@ def log_refusal(error: ServingError, door: str, target: str) -> None:
     (the batcher already logged it at ERROR with its traceback)."""
     if isinstance(error, Overloaded | ModelFailure):
         return
-    _requests_log.info("%s %s: %d %s", door, target, int(error.error_code), error.message)
+    _requests_log.info("%s %s: %d %s", door, clip(target), int(error.error_code), error.message)
 
 
 def error_response(error: ServingError) -> JSONResponse:

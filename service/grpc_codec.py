@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
+from service.client_text import clip
 from service.errors import InvalidInput, PayloadTooLarge, Unsupported
 from service.inputs import check_batch
 from tfserving_api._proto.tensorflow.core.framework import types_pb2
@@ -145,7 +146,8 @@ def decode_inputs(
     unknown = sorted(set(inputs) - set(signature.inputs))
     if unknown:
         raise InvalidInput(
-            f"inputs['{unknown[0]}']: unknown input (signature '{signature.name}' takes '{spec.name}')"
+            f"inputs['{clip(unknown[0])}']: unknown input "
+            f"(signature '{signature.name}' takes '{spec.name}')"
         )
     if spec.name not in inputs:
         raise InvalidInput(
@@ -176,7 +178,8 @@ def select_outputs(signature: SignatureSpec, output_filter: Sequence[str]) -> li
         if name not in signature.outputs:
             known = ", ".join(signature.outputs)
             raise InvalidInput(
-                f"output_filter: signature '{signature.name}' has no output '{name}' (has: {known})"
+                f"output_filter: signature '{signature.name}' has no output '{clip(name)}' "
+                f"(has: {known})"
             )
     return list(dict.fromkeys(output_filter))
 
@@ -231,7 +234,8 @@ def check_metadata_fields(fields: Sequence[str]) -> list[str]:
     for name in fields:
         if name not in METADATA_FIELDS:
             raise InvalidInput(
-                f"metadata_field: '{name}' is not supported (supported: {', '.join(METADATA_FIELDS)})"
+                f"metadata_field: '{clip(name)}' is not supported "
+                f"(supported: {', '.join(METADATA_FIELDS)})"
             )
     return list(dict.fromkeys(fields))
 

@@ -26,6 +26,7 @@ import grpc
 
 from service import grpc_codec as codec
 from service.auth import AuthSettings, require_admin, settings_from_env
+from service.client_text import clip
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -280,7 +281,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             rows = [row for row in rows if row[0] == wanted]
             if not rows:
                 raise ModelNotFound(
-                    f"model_spec.version: model '{spec.name}' has no version {wanted}"
+                    f"model_spec.version: model '{clip(spec.name)}' has no version {wanted}"
                 )
         states = get_model_status_pb2.ModelVersionStatus
         response = get_model_status_pb2.GetModelStatusResponse()

@@ -39,6 +39,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route, Router
 
 from service import tfserving_rest, v2_rest
+from service.client_text import clip
 from service.config import ServingSettings
 from service.errors import (
     ServingError,
@@ -140,7 +141,7 @@ class FastRoutes:
         try:
             await self.fast(scope, receive, tracked)
         except Exception:  # a fault of ours: answered at once, never left to time out
-            logger.exception("%s %s failed", scope.get("method"), scope["path"])
+            logger.exception("%s %s failed", scope.get("method"), clip(scope["path"]))
             if not started:
                 await internal_error_response()(scope, receive, send)
         finally:

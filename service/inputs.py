@@ -221,7 +221,7 @@ def decode_image(
 
 def _array_image(value: Any, shape: tuple[int, int, int], field: str) -> np.ndarray:
     height, width, channels = shape
-    array = _numeric(value, field)
+    array = _numeric(value, field, max_depth=3, max_elements=4 * height * width * channels)
     if array.ndim == 2 and channels == 1:
         array = array[..., None]
     if array.shape != shape:
@@ -242,8 +242,55 @@ def _array_image(value: Any, shape: tuple[int, int, int], field: str) -> np.ndar
     return array.astype(np.float32)
 
 
-def _numeric(value: Any, field: str) -> np.ndarray:
-    """A nested list of numbers -> a numpy array (ints stay ints), rejecting everything else."""
+# The most numbers one nested JSON array may hold when the caller has no tighter bound
+# (the 8 MiB body cap allows about 4 million), and how deep it may nest.
+DEFAULT_MAX_ELEMENTS = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+
+
+def nested_shape(value: Any, field: str, max_depth: int, max_elements: int) -> tuple[int, ...]:
+    """The shape of nested lists, checked level by level before numpy sees them: every list
+    of a level the same length (rectangular), at most ``max_depth`` levels, at most
+    ``max_elements`` leaves. Linear in the number of lists; no recursion.
+
+    Raises:
+        InvalidInput: ragged, or nested deeper than ``max_depth``.
+        PayloadTooLarge: more than ``max_elements`` values.
+    """
+    shape: list[int] = []
+    level = [value]
+    while level and isinstance(level[0], list | tuple):
+        length = len(level[0])
+        for item in level:
+            if not isinstance(item, list | tuple) or len(item) != length:
+                raise InvalidInput(
+                    f"{field}: nested lists must be rectangular (every row the same length)"
+                )
+        shape.append(length)
+        if len(shape) > max_depth:
+            raise InvalidInput(f"{field}: nested deeper than {max_depth} levels")
+        count = len(level) * length
+        if count > max_elements:
+            raise PayloadTooLarge(
+                f"{field}: {count} values exceed the cap of {max_elements} per request"
+            )
+        level = [child for item in level for child in item]
+    if any(isinstance(item, list | tuple) for item in level):
+        raise InvalidInput(
+            f"{field}: nested lists must be rectangular (every row the same length)"
+        )
+    return tuple(shape)
+
+
+def _numeric(
+    value: Any,
+    field: str,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> np.ndarray:
+    """A nested list of numbers -> a numpy array (ints stay ints), rejecting everything else.
+    Its shape is checked (:func:`nested_shape`) before numpy converts anything."""
+    nested_shape(value, field, max_depth, max_elements)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, RecursionError):
@@ -259,8 +306,15 @@ def _numeric(value: Any, field: str) -> np.ndarray:
     return array
 
 
-def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
-    """A JSON tensor (rows first; strings as str or ``{"b64": ...}``) -> numpy, type-checked."""
+def tensor_from_json(
+    value: Any, spec: TensorSpec, field: str, max_rows: int | None = None
+) -> np.ndarray:
+    """A JSON tensor (rows first; strings as str or ``{"b64": ...}``) -> numpy, type-checked.
+
+    Numbers: the nesting's shape is read first (:func:`nested_shape`) and, with
+    ``max_rows``, checked against the signature (:func:`check_shape`) before numpy
+    converts anything, so only a batch the model could take is ever converted.
+    """
     if spec.dtype == "string":
         if not isinstance(value, list):
             raise InvalidInput(f"{field}: expected a list of strings")
@@ -277,7 +331,10 @@ def tensor_from_json(value: Any, spec: TensorSpec, field: str) -> np.ndarray:
         return np.array(rows, dtype=object)
     if not isinstance(value, list):
         raise InvalidInput(f"{field}: expected a list of rows")
-    return _numeric(value, field)
+    if max_rows is not None:
+        shape = nested_shape(value, field, MAX_JSON_DEPTH, DEFAULT_MAX_ELEMENTS)
+        check_shape(shape, spec, field, max_rows)
+    return _numeric(value, field, MAX_JSON_DEPTH)
 
 
 def _text_rows(array: np.ndarray, field: str, max_chars: int) -> np.ndarray:
@@ -303,6 +360,30 @@ def _text_rows(array: np.ndarray, field: str, max_chars: int) -> np.ndarray:
 PIXEL_INPUT = "pixels"
 
 
+def check_shape(shape: Sequence[int], spec: TensorSpec, field: str, max_rows: int) -> None:
+    """A batch's shape against a signature input: rank, rows (1 to ``max_rows``), dims.
+
+    Raises:
+        InvalidInput: wrong rank or dimension, or no rows.
+        PayloadTooLarge: more than ``max_rows`` rows.
+    """
+    expected = "[" + ", ".join("n" if d is None else str(d) for d in spec.shape) + "]"
+    if not shape or shape[0] == 0:
+        if not shape:
+            raise InvalidInput(f"{field}: expected shape {expected} ({spec.dtype}), got []")
+        raise InvalidInput(f"{field}: must not be empty")
+    if len(shape) != len(spec.shape):
+        raise InvalidInput(f"{field}: expected shape {expected} ({spec.dtype}), got {list(shape)}")
+    rows = shape[0]
+    if rows > max_rows:
+        raise PayloadTooLarge(f"{field}: {rows} rows exceed the cap of {max_rows} per request")
+    for got, want in zip(shape[1:], spec.row_shape):
+        if want is not None and got != want:
+            raise InvalidInput(
+                f"{field}: expected shape {expected} ({spec.dtype}), got {list(shape)}"
+            )
+
+
 def check_batch(
     array: np.ndarray,
     spec: TensorSpec,
@@ -320,21 +401,7 @@ def check_batch(
         InvalidInput: wrong shape, type or value (the message names ``field``).
         PayloadTooLarge: more than ``max_rows`` rows.
     """
-    expected = "[" + ", ".join("n" if d is None else str(d) for d in spec.shape) + "]"
-    if array.ndim != len(spec.shape):
-        raise InvalidInput(
-            f"{field}: expected shape {expected} ({spec.dtype}), got {list(array.shape)}"
-        )
-    rows = array.shape[0]
-    if rows == 0:
-        raise InvalidInput(f"{field}: must not be empty")
-    if rows > max_rows:
-        raise PayloadTooLarge(f"{field}: {rows} rows exceed the cap of {max_rows} per request")
-    for axis, (got, want) in enumerate(zip(array.shape[1:], spec.row_shape), start=1):
-        if want is not None and got != want:
-            raise InvalidInput(
-                f"{field}: expected shape {expected} ({spec.dtype}), got {list(array.shape)}"
-            )
+    check_shape(array.shape, spec, field, max_rows)
     if spec.dtype == "string":
         if array.dtype.kind not in "OSU":
             raise InvalidInput(f"{field}: expected strings")

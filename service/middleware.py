@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import typing as t
 
+from service.client_text import clip
+
 Scope = dict[str, t.Any]
 Message = dict[str, t.Any]
 Receive = t.Callable[[], t.Awaitable[Message]]
@@ -98,7 +100,7 @@ def http_exception_json(request: t.Any, exc: t.Any) -> t.Any:
     from starlette.responses import JSONResponse
 
     return JSONResponse(
-        {"error": f"{exc.detail}: {request.method} {request.url.path}"},
+        {"error": f"{exc.detail}: {request.method} {clip(request.url.path)}"},
         status_code=exc.status_code,
         headers=getattr(exc, "headers", None),
     )
@@ -134,7 +136,7 @@ class ErrorShapeMiddleware:
                 message = _message(body, start["status"])
                 if start["status"] in (404, 405) and not body.lstrip().startswith((b"{", b"[")):
                     message = (
-                        f"{message}: {scope['method']} {scope['path']}"  # a Starlette route miss
+                        f"{message}: {scope['method']} {clip(scope['path'])}"  # a route miss
                     )
                 await _send_json(send, start["status"], {"error": message}, start.get("headers"))
 

@@ -117,7 +117,7 @@ class ModelVersions:
         for label, version in config.labels.items():
             if version not in stored:
                 raise InvalidInput(
-                    f"labels.{label}: model '{self.name}' has no version {version} "
+                    f"labels.{clip(label)}: model '{self.name}' has no version {version} "
                     f"(stored: {sorted(stored) or 'none'})"
                 )
 
@@ -285,7 +285,8 @@ class ModelVersions:
             if label not in self.config.labels:
                 known = ", ".join(sorted(self.config.labels)) or "none"
                 raise ModelNotFound(
-                    f"label: model '{self.name}' has no version label '{label}' (labels: {known})"
+                    f"label: model '{self.name}' has no version label '{clip(label)}' "
+                    f"(labels: {known})"
                 )
             target = self.routing.labels.get(label)
             if target is None:
@@ -293,8 +294,8 @@ class ModelVersions:
                 model = self.versions.get(wanted)
                 state = f"{model.state.value}" if model else "not stored"
                 raise NotReady(
-                    f"label: '{label}' names version {wanted} of model '{self.name}', which is "
-                    f"{state}; retry later"
+                    f"label: '{clip(label)}' names version {wanted} of model '{self.name}', "
+                    f"which is {state}; retry later"
                 )
             return self.versions[target]
         model = self.default

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from bentoml import IODescriptor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from service.client_text import parse_version
+from service.client_text import clip, parse_version
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -22,6 +22,7 @@ def describe_validation_error(exc: ValidationError, fields: list[str] | None = N
     error = exc.errors(include_url=False)[0]
     path = ""
     for part in error["loc"]:
+        part = part if isinstance(part, int) else clip(part)  # an unknown key is the client's
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     if error["type"] == "extra_forbidden":
         accepted = f" (accepted: {', '.join(fields)})" if fields else ""

@@ -30,6 +30,7 @@ import numpy as np
 
 from service.batcher import REFUSED_ROWS, REFUSED_WAIT, Batcher, BatchObserver
 from service.catalog import ModelInfo
+from service.client_text import public_error
 from service.config import ServingSettings, bucket_for
 from service.cpus import usable_cpus
 from service.errors import NotReady
@@ -190,7 +191,8 @@ class ServedModel:
             )
         except Exception as exc:  # the worker stays up; status and readiness report it
             logger.exception("loading %s from %s failed", self.info.tag, self.path)
-            self.error = f"{type(exc).__name__}: {exc}"
+            # Clients see one line without paths; the full text and traceback are above.
+            self.error = public_error(exc)
             self.state = State.END
             LOAD_FAILURES.labels(model=self.info.name).inc()
 

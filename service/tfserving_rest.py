@@ -71,7 +71,9 @@ def parse_predict_request(
         raise InvalidInput("request body: expected a JSON object with 'instances' or 'inputs'")
     for key in payload:
         if key not in PREDICT_FIELDS:
-            raise InvalidInput(f"{key}: unknown field (accepted: {', '.join(PREDICT_FIELDS)})")
+            raise InvalidInput(
+                f"{clip(key)}: unknown field (accepted: {', '.join(PREDICT_FIELDS)})"
+            )
     name = payload.get("signature_name", TENSOR_SIGNATURE)
     if not isinstance(name, str):
         raise InvalidInput("signature_name: expected a string")
@@ -87,14 +89,14 @@ def parse_predict_request(
         if not isinstance(rows, list):
             raise InvalidInput("instances: expected a list of rows")
         values = [_row_value(row, tensor, f"instances[{i}]") for i, row in enumerate(rows)]
-        array = tensor_from_json(values, tensor, "instances")
+        array = tensor_from_json(values, tensor, "instances", max_rows)
         return (
             signature,
             check_batch(array, tensor, "instances", max_rows, vocab, max_text_chars),
             "row",
         )
     value = _named_value(payload["inputs"], tensor, "inputs")
-    array = tensor_from_json(value, tensor, "inputs")
+    array = tensor_from_json(value, tensor, "inputs", max_rows)
     return (
         signature,
         check_batch(array, tensor, "inputs", max_rows, vocab, max_text_chars),
@@ -115,7 +117,7 @@ def _named_value(value: t.Any, tensor: TensorSpec, field: str) -> t.Any:
     unknown = [k for k in value if k != tensor.name]
     if unknown:
         raise InvalidInput(
-            f"{field}.{unknown[0]}: unknown input (the signature takes '{tensor.name}')"
+            f"{field}.{clip(unknown[0])}: unknown input (the signature takes '{tensor.name}')"
         )
     if tensor.name not in value:
         raise InvalidInput(f"{field}.{tensor.name}: required input is missing")
@@ -206,10 +208,10 @@ def _json_errors(handler: t.Callable[[Request], t.Awaitable[JSONResponse]]):
         try:
             return await handler(request)
         except ServingError as exc:
-            log_refusal(exc, "tfserving", f"{request.method} {request.url.path}")
+            log_refusal(exc, "tfserving", f"{request.method} {clip(request.url.path)}")
             return error_response(exc)
         except Exception:
-            logger.exception("%s %s failed", request.method, request.url.path)
+            logger.exception("%s %s failed", request.method, clip(request.url.path))
             return internal_error_response()
 
     return wrapper
@@ -281,7 +283,7 @@ async def predict_view(request: Request) -> JSONResponse:
 @_json_errors
 async def not_found_view(request: Request) -> JSONResponse:
     raise ModelNotFound(
-        f"{request.method} {request.url.path}: no such TF Serving endpoint "
+        f"{request.method} {clip(request.url.path)}: no such TF Serving endpoint "
         "(GET /v1/models/{name}[/versions/{n}|/labels/{label}][/metadata], "
         "POST /v1/models/{name}[/versions/{n}|/labels/{label}]:predict)"
     )

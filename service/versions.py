@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from service.client_text import clip
+
 
 class ConfigError(ValueError):
     """A model config that cannot be applied; the message names the field."""
@@ -137,7 +139,7 @@ def parse_config(raw: Any, source: str = "config") -> ServingConfig:
         raise ConfigError(f"{source}: models: expected a mapping of model name to its config")
     parsed = {}
     for name, entry in models.items():
-        where = f"models.{name}"
+        where = f"models.{clip(name)}"
         entry = entry or {}
         if not isinstance(entry, Mapping) or set(entry) - {"versions", "labels"}:
             raise ConfigError(f"{where}: expected a mapping with 'versions' and/or 'labels'")
@@ -150,10 +152,10 @@ def parse_config(raw: Any, source: str = "config") -> ServingConfig:
         for label, version in labels_raw.items():
             if not isinstance(label, str) or not label:
                 raise ConfigError(f"{where}.labels: label {label!r} must be a non-empty string")
-            labels[label] = _version(version, f"{where}.labels.{label}")
+            labels[label] = _version(version, f"{where}.labels.{clip(label)}")
             if policy.kind == "specific" and labels[label] not in served:
                 raise ConfigError(
-                    f"{where}.labels.{label}: version {labels[label]} is not served "
+                    f"{where}.labels.{clip(label)}: version {labels[label]} is not served "
                     f"(versions: {list(policy.specific)})"
                 )
         parsed[str(name)] = ModelConfig(policy=policy, labels=labels)

@@ -209,6 +209,13 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     if shape is None or None in shape:
         raise TensorError(f"tensor has no fully defined shape: {proto.tensor_shape}")
     size = int(np.prod(shape, dtype=np.int64))
+    if not proto.tensor_content:
+        # Counted before anything is converted: more values than the shape holds is an error
+        # (fewer is TF's "repeat the last value" shorthand).
+        values_per_element = 2 if row.numpy.kind == "c" else 1
+        count = len(getattr(proto, row.field))
+        if count > size * values_per_element:
+            raise TensorError(f"{row.field} has {count} values for {size} elements")
     if row is STRING:
         items = (
             decode_packed_strings(proto.tensor_content, size)

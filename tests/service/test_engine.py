@@ -152,8 +152,12 @@ def test_a_model_that_fails_to_load_is_reported_not_ready(trained_store, tmp_pat
     engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
     [(_, state, error)] = engine.models["cosine"].status()
     assert state == "END" and error and not engine.ready
-    with pytest.raises(NotReady, match="not available"):
+    # What clients see (status, 503 bodies): one line, the error class, no path of ours.
+    assert "\n" not in error and str(tmp_path) not in error and "/" not in error, error
+    assert error.split(":")[0].isidentifier() and len(error) <= 300, error
+    with pytest.raises(NotReady, match="not available") as caught:
         engine.model("cosine")
+    assert str(tmp_path) not in caught.value.message
 
 
 def test_a_new_version_replaces_the_old_once_warm_and_the_old_unloads(trained_store, run):

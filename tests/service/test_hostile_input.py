@@ -16,6 +16,8 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 LONG = "x" * 1_000_000  # a client string far past what any message should echo
+LONG_PATH = "y" * 50_000  # as long as a request line may be
+CLIPPED = "x" * 199 + "…"  # what an echo of LONG looks like
 
 
 @functools.cache
@@ -49,6 +51,33 @@ PROBES = [
     ("friendly version underscore in a form", "POST", "/mnist/classify",
      {"data": {"version": "3_0"}, "files": {"images": ("a.png", b"\x89PNG", "image/png")}}, 400,
      "version: '3_0' is not a version number"),
+    # ---- echoed client strings are cut to 200 characters (a 5 MB label made a 5 MB body)
+    ("long model name", "GET", "/v1/models/" + LONG_PATH, {}, 404, "model 'yyyy"),
+    ("long label", "GET", "/v1/models/imdb/labels/" + LONG_PATH, {}, 404,
+     "has no version label 'yyy"),
+    ("long unknown route", "GET", "/" + LONG_PATH, {}, 404, "Not Found: GET /yyy"),
+    ("long unknown TF Serving route", "POST", "/v1/" + LONG_PATH, {}, 404,
+     "no such TF Serving endpoint"),
+    ("long signature name", "POST", "/v1/models/imdb:predict",
+     {"json": {"signature_name": LONG, "instances": [[1] * 500]}}, 404,
+     f"has no signature '{CLIPPED}'"),
+    ("long unknown field", "POST", "/v1/models/imdb:predict",
+     {"json": {LONG: 1, "instances": [[1] * 500]}}, 400, f"{CLIPPED}: unknown field"),
+    ("long input name", "POST", "/v1/models/cosine:predict",
+     {"json": {"inputs": {LONG: [[0.0] * 10]}}}, 400, f"inputs.{CLIPPED}: unknown input"),
+    ("long friendly label", "POST", "/imdb/sentiment", {"json": {"texts": ["a"], "label": LONG}},
+     404, f"has no version label '{CLIPPED}'"),
+    ("long friendly field", "POST", "/imdb/sentiment", {"json": {"texts": ["a"], LONG: 1}},
+     400, f"{CLIPPED}: unknown field"),
+    # ---- nested JSON: shape checked before numpy converts it
+    ("ragged instances", "POST", "/v1/models/cosine:predict",
+     {"json": {"instances": [[0.0] * 10, [0.0] * 9]}}, 400, "instances: nested lists must be "
+     "rectangular"),
+    ("100k rows", "POST", "/v1/models/cosine:predict", {"json": {"instances": [[0] * 10] * 100_000}},
+     413, "instances: 100000 rows exceed the cap of 64"),
+    ("deep instances", "POST", "/v1/models/cosine:predict",
+     {"content": b'{"instances": ' + b"[" * 500 + b"1" + b"]" * 500 + b"}"}, 400,
+     "instances: nested deeper than 32 levels"),
     # ---- images: a pixel budget per request, from the headers, before any decoding
     ("64 PNGs of 4096x4096 (took 11.6 s on the event loop)", "POST", "/cifar/classify",
      {"files": big_pngs(64)}, 413,
@@ -84,11 +113,83 @@ def test_hostile_request_gets_its_status(
     assert len(response.content) < 2_000, "the answer echoes too much of the request"
 
 
+# gRPC: (case, method, request, code, fragment of the details)
+def _grpc_probes():
+    from tfserving_api._proto.tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        predict_pb2,
+    )
+    from tfserving_api.tensors import to_tensor_proto
+
+    window = to_tensor_proto([[0.0] * 10], "float32")
+    predict = predict_pb2.PredictRequest
+    return [
+        ("long model name", "Predict", predict(model_spec={"name": LONG}), "NOT_FOUND",
+         f"model '{CLIPPED}' is not served"),
+        ("long label", "Predict",
+         predict(model_spec={"name": "cosine", "version_label": LONG}, inputs={"window": window}),
+         "NOT_FOUND", f"no version label '{CLIPPED}'"),
+        ("long signature", "Predict",
+         predict(model_spec={"name": "cosine", "signature_name": LONG}, inputs={"window": window}),
+         "NOT_FOUND", f"no signature '{CLIPPED}'"),
+        ("long input name", "Predict",
+         predict(model_spec={"name": "cosine"}, inputs={LONG: window}), "INVALID_ARGUMENT",
+         f"inputs['{CLIPPED}']: unknown input"),
+        ("long output filter", "Predict",
+         predict(model_spec={"name": "cosine"}, inputs={"window": window}, output_filter=[LONG]),
+         "INVALID_ARGUMENT", f"no output '{CLIPPED}'"),
+        ("long metadata field", "GetModelMetadata",
+         get_model_metadata_pb2.GetModelMetadataRequest(
+             model_spec={"name": "cosine"}, metadata_field=[LONG]),
+         "INVALID_ARGUMENT", f"metadata_field: '{CLIPPED}' is not supported"),
+        ("long status model", "GetModelStatus",
+         get_model_status_pb2.GetModelStatusRequest(model_spec={"name": LONG}), "NOT_FOUND",
+         f"model '{CLIPPED}' is not served"),
+    ]  # fmt: skip
+
+
+GRPC_PROBES = _grpc_probes()
+GRPC_PATHS = {
+    "Predict": "/tensorflow.serving.PredictionService/Predict",
+    "GetModelMetadata": "/tensorflow.serving.PredictionService/GetModelMetadata",
+    "GetModelStatus": "/tensorflow.serving.ModelService/GetModelStatus",
+}
+
+
+@pytest.fixture(scope="module")
+def channel(server, log_start):
+    import grpc
+
+    with grpc.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}", options=[("grpc.max_send_message_length", 16 << 20)]
+    ) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield channel
+
+
+@pytest.mark.parametrize(
+    "method, request_, code, fragment", [p[1:] for p in GRPC_PROBES], ids=[p[0] for p in GRPC_PROBES]
+)
+def test_hostile_rpc_gets_its_status_and_a_short_message(channel, method, request_, code, fragment):
+    import grpc
+
+    call = channel.unary_unary(GRPC_PATHS[method])
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request_.SerializeToString(), timeout=30)
+    assert caught.value.code().name == code, caught.value.details()[:2000]
+    details = caught.value.details()
+    assert fragment in details and len(details) < 2_000, details[:2000]
+
+
 def test_no_traceback_and_no_500_from_these_probes(http, server, log_start):
     with server.log.open("rb") as log:
         log.seek(log_start)
         text = log.read().decode("utf-8", "replace")
     assert "Traceback" not in text, text[-4000:]
+    # Echoes are clipped in the log too: no line carries a client's megabyte.
+    longest = max((len(line) for line in text.splitlines()), default=0)
+    assert longest < 3_000, longest
     metrics = http.get("/metrics").text
     assert not [
         line for line in metrics.splitlines()
