@@ -53,6 +53,7 @@ from loadtest import report
 from loadtest.bare_servers import LAYERS, Layer
 from loadtest.doors import DOORS, GRPC_DOORS
 from loadtest.generator import MetricsDelta, load_client, measure, workload
+from loadtest.live_server import serve
 from loadtest.probe import WindowProbe
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 
@@ -336,25 +337,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             url = args.url.rstrip("/")
             records += _run_service(args, url, args.grpc, None, service_modes, result)
         else:
-            port, grpc_port = free_port(), free_port()
-            url, grpc_target = f"http://{LOOPBACK}:{port}", f"{LOOPBACK}:{grpc_port}"
-            env = child_env(
-                SERVICE_MODELS=",".join(args.serve_models),
-                GRPC_PORT=str(grpc_port),
-                GRPC_HOST=LOOPBACK,
-            )
-            bentoml = str(Path(sys.executable).parent / "bentoml")
-            command = [bentoml, "serve", "--host", LOOPBACK, "--port", str(port)]
-            print(f"Starting bentoml serve on {url} (gRPC {grpc_target}) ...", flush=True)
-            result["config"].update(target=f"bentoml serve at {url}", grpc_target=grpc_target)
+            print("Starting bentoml serve ...", flush=True)
             log = args.out.parent / "bench-serve.log"
-            with ServerProcess(command, f"{url}/readyz", log, env=env, cwd=ROOT) as server:
+            with serve(args.serve_models, log=log) as server:
+                result["config"].update(
+                    target=f"bentoml serve at {server.url}", grpc_target=server.grpc_target
+                )
                 result["rss"] = {
                     "models": list(args.serve_models),
-                    "bytes_by_process": server.rss_by_process(),
+                    "bytes_by_process": server.process.rss_by_process(),
                 }
                 print(report.rss_line(result["rss"]), flush=True)
-                records += _run_service(args, url, grpc_target, server, service_modes, result)
+                records += _run_service(
+                    args, server.url, server.grpc_target, server.process, service_modes, result
+                )
 
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["elapsed_s"] = time.time() - started

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from loadtest import payloads
+from loadtest.stats import percentiles
 from tfserving_api.contract import TENSOR_SIGNATURE
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -55,16 +56,6 @@ def model_inputs(model: str, rows: int, seed: int = 0) -> np.ndarray:
     if model == "cosine":
         return np.array([payloads.window(rng) for _ in range(rows)], dtype=np.float32)
     raise ValueError(f"unknown model {model!r}")
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-    }
 
 
 def measure(
@@ -102,7 +93,7 @@ def measure(
             start = time.perf_counter()
             predictor.run(signature, batch)
             durations.append(time.perf_counter() - start)
-        stats = _percentiles(durations)
+        stats = percentiles([s * 1000.0 for s in durations])
         results.append(
             {
                 "batch_size": size,

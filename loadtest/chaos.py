@@ -43,30 +43,27 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
-import psutil
 
 from loadtest import payloads, report
 from loadtest.chaos_verdicts import (
     IDLE_WITHIN_S,
     Outcome,
     Row,
-    classify,
     exit_status,
-    fmt,
     judge_cases,
     judge_kill,
     judge_overload,
     judge_sigterm,
-    percentile,
     render,
 )
 from loadtest.doors import door_call
+from loadtest.generator import flood_from_processes, timed
 from loadtest.live_server import (
     CpuMeter,
     Load,
     Server,
     background,
+    first_refusal,
     grpc_raw,
     health_status,
     http_get,
@@ -74,73 +71,20 @@ from loadtest.live_server import (
     post,
     sequential,
     serve,
-    timed,
+    slow_post,
     wait_serving,
 )
+from loadtest.procs import listeners, wait_closed, wait_replacement
+from loadtest.stats import fmt, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
 SCENARIOS = ("kill", "overload", "textcap", "protobuf", "sigterm", "hostile")
 IN_FLIGHT = 32  # requests in flight when SIGTERM arrives
 CAPACITY_CLIENTS = 32  # closed-loop clients that measure the capacity the overload is 4x of
-BIG_TEXT_CHARS = 7_000_000
 
 
 # ------------------------------------------------------------------ scenarios
-
-
-def listeners(port: int) -> int:
-    """TCP sockets listening on ``port`` (any address), from ``/proc/net/tcp{,6}``."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
-
-
-async def wait_closed(port: int, before: int, timeout: float = 10.0) -> float:
-    """When fewer than ``before`` sockets listen on ``port``: a killed worker first frees its
-    memory (10-200 ms for one holding models) and only then closes its files, so until then
-    its gRPC socket still takes connections (and resets them when it closes)."""
-    deadline = time.monotonic() + timeout
-    while listeners(port) >= before and time.monotonic() < deadline:
-        await asyncio.sleep(0.002)
-    return time.monotonic()
-
-
-def _listens(pid: int, port: int) -> bool:
-    try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
-
-
-async def wait_replacement(server: Server, index: int, dead: int, timeout: float) -> float | None:
-    """When the replacement of worker ``index`` was warm (its readiness marker names it) and
-    listening on the gRPC port; None after ``timeout`` seconds."""
-    from service.runtime_files import server_directory_path
-
-    marker = server_directory_path(server.pid) / f"worker-{index}"
-    port = int(server.grpc_target.rsplit(":", 1)[1])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replacement = server.worker_processes().get(index)
-        if replacement is not None and replacement.pid != dead:
-            try:
-                marked = int(marker.read_text()) == replacement.pid
-            except (OSError, ValueError):
-                marked = False
-            if marked and _listens(replacement.pid, port):
-                return time.monotonic()
-        await asyncio.sleep(0.05)
-    return None
 
 
 async def scenario_kill(server: Server, args: argparse.Namespace) -> Row:
@@ -172,74 +116,6 @@ async def scenario_kill(server: Server, args: argparse.Namespace) -> Row:
     return judge_kill(outcomes, killed_at, dead_at, probes, recovery_s, meter.other_cores)
 
 
-async def open_loop(
-    url: str,
-    grpc_target: str,
-    model: str,
-    items: int,
-    rate: float,
-    seconds: float,
-    doors: tuple[str, ...] = ("http", "grpc"),
-) -> list[Outcome]:
-    """Requests sent at ``rate`` per second for ``seconds`` whatever the answers (``doors``
-    in turn): what arrives at a server, unlike a closed loop that slows down with it."""
-    from loadtest.doors import GrpcChannels
-
-    calls = {door: door_call(door, model, items) for door in doors}
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=60)
-    tasks: list[asyncio.Task[Outcome]] = []
-    async with (
-        aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http,
-        GrpcChannels(grpc_target, concurrency=64, timeout=60) as channels,
-    ):
-        clients = {"http": http, "grpc": channels}
-        start = time.monotonic()
-        n = 0
-        while (due := start + n / rate) < start + seconds:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            door = doors[n % len(doors)]
-            tasks.append(asyncio.create_task(timed(door, calls[door](clients[door], n))))
-            n += 1
-        return list(await asyncio.gather(*tasks))
-
-
-def _flood(
-    url: str, target: str, items: int, rate: float, seconds: float, start_at: float, out: Any
-) -> None:
-    """One generator process of :func:`flood_from_processes` (module level: spawned)."""
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    flood = asyncio.run(open_loop(url, target, "imdb", items, rate, seconds))
-    out.put([asdict(o) for o in flood])
-
-
-def flood_from_processes(
-    server: Server, items: int, rate: float, seconds: float, processes: int
-) -> list[Outcome]:
-    """:func:`open_loop` at ``rate`` split over ``processes`` generator processes: one
-    asyncio process cannot send ~1,000 requests/s and read the answers on time on a small
-    machine, and its lateness would count as the server's. Monotonic clocks are shared by
-    the processes, so the outcomes stay comparable."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # grpc's threads do not survive fork
-    out = context.Queue()
-    start_at = time.monotonic() + 5.0  # after every process has imported its modules
-    workers = [
-        context.Process(
-            target=_flood,
-            args=(server.url, server.grpc_target, items, rate / processes, seconds, start_at, out),
-        )
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [Outcome(**fields) for _ in workers for fields in out.get(timeout=seconds + 120)]
-    for worker in workers:
-        worker.join(30)
-    return outcomes
-
-
 async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
     idle = await sequential(server, "imdb", count=20)
     idle_ms = percentile([o.ms for o in idle if o.ok], 50) or 0.0
@@ -257,7 +133,13 @@ async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
     )
     with CpuMeter(server.pid) as meter:
         flood = await asyncio.to_thread(
-            flood_from_processes, server, args.items, 4 * capacity, args.overload_s, args.generators
+            flood_from_processes,
+            server.url,
+            server.grpc_target,
+            args.items,
+            4 * capacity,
+            args.overload_s,
+            args.generators,
         )
         ended = max(o.done for o in flood)
         after = await sequential(server, "imdb", seconds=IDLE_WITHIN_S + 1)
@@ -265,37 +147,9 @@ async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
     return judge_overload(capacity, flood, idle_ms, after, ended, meter.other_cores)
 
 
-def big_text_requests(model: str) -> tuple[str, bytes, str, bytes, bytes]:
-    """A 7,000,000-character text for ``model``: (TF Serving REST path, body, friendly path,
-    body, serialized gRPC ``PredictRequest``)."""
-    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
-    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TRANSLATE_SIGNATURE
-    from tfserving_api.tensors import to_tensor_proto
-
-    words = "a long and winding sentence about nothing in particular "
-    text = (words * (BIG_TEXT_CHARS // len(words) + 1))[:BIG_TEXT_CHARS]
-    signature, field_name, input_name = (
-        (TRANSLATE_SIGNATURE, "sentences", "sentences")
-        if model == "translator"
-        else (PREDICT_TEXT_SIGNATURE, "texts", "text")
-    )
-    rest = json.dumps({"signature_name": signature, "instances": [text]}).encode()
-    friendly = json.dumps({field_name: [text]}).encode()
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name, request.model_spec.signature_name = model, signature
-    request.inputs[input_name].CopyFrom(to_tensor_proto(np.array([text.encode()], dtype=object)))
-    return (
-        f"/v1/models/{model}:predict",
-        rest,
-        payloads.PATHS[model],
-        friendly,
-        request.SerializeToString(),
-    )
-
-
 async def scenario_textcap(server: Server, args: argparse.Namespace) -> Row:
     model = "translator" if "translator" in args.models else "imdb"
-    rest_path, rest_body, friendly_path, friendly_body, grpc_body = big_text_requests(model)
+    rest_path, rest_body, friendly_path, friendly_body, grpc_body = payloads.big_text_requests(model)
     cases: list[tuple[str, set[str], Outcome]] = []
     with CpuMeter(server.pid) as meter:
         async with background(server, "imdb", args.clients // 4 or 1) as load:
@@ -327,60 +181,14 @@ async def scenario_textcap(server: Server, args: argparse.Namespace) -> Row:
                     )
             await asyncio.sleep(2)
             small = await load.stop()
-    return judge_cases(f"{BIG_TEXT_CHARS:,}-char text", cases, small, meter.other_cores)
-
-
-def malformed_requests() -> list[tuple[str, set[str], bytes]]:
-    """One malformed ``Predict`` message per kind, with the codes it may get."""
-    from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
-    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
-    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TENSOR_SIGNATURE
-
-    def request(
-        model: str = "imdb",
-        signature: str = PREDICT_TEXT_SIGNATURE,
-        name: str = "text",
-        tensor: Any = None,
-    ) -> bytes:
-        message = predict_pb2.PredictRequest()
-        message.model_spec.name, message.model_spec.signature_name = model, signature
-        if tensor is None:
-            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"a good film"])
-            tensor.tensor_shape.dim.add(size=1)
-        message.inputs[name].CopyFrom(tensor)
-        return message.SerializeToString()
-
-    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"])
-    huge.tensor_shape.dim.add(size=1_000_000_000)
-    short = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, tensor_content=b"\x01\x02\x03")
-    short.tensor_shape.dim.add(size=1)
-    short.tensor_shape.dim.add(size=4)
-    floats = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
-    floats.tensor_shape.dim.add(size=1)
-    valid = request()
-    bad = {"INVALID_ARGUMENT"}
-    return [
-        ("undecodable bytes (issue 10)", bad, b"\x0a\xff\xff\xff\xff\x0f"),
-        ("64 bytes of 0xff", bad, b"\xff" * 64),
-        ("truncated request", bad, valid[: len(valid) // 2]),
-        ("unknown model", {"NOT_FOUND"}, request(model="no_such_model")),
-        ("unknown signature", {"NOT_FOUND", "INVALID_ARGUMENT"}, request(signature="nope")),
-        ("unknown input name", bad, request(name="texts")),
-        ("claimed shape [1e9], one value", bad | {"RESOURCE_EXHAUSTED"}, request(tensor=huge)),
-        (
-            "tensor_content of the wrong length",
-            bad,
-            request(signature=TENSOR_SIGNATURE, name="token_ids", tensor=short),
-        ),
-        ("float where text is expected", bad, request(tensor=floats)),
-    ]
+    return judge_cases(f"{payloads.BIG_TEXT_CHARS:,}-char text", cases, small, meter.other_cores)
 
 
 async def scenario_protobuf(server: Server, args: argparse.Namespace) -> Row:
     cases: list[tuple[str, set[str], Outcome]] = []
     with CpuMeter(server.pid) as meter:
         async with background(server, "imdb", args.clients // 4 or 1) as load:
-            for name, wanted, body in malformed_requests():
+            for name, wanted, body in payloads.malformed_requests():
                 cases.append((name, wanted, await grpc_raw(server.grpc_target, body)))
             health = await health_status(server.grpc_target)
             small = await load.stop()
@@ -388,52 +196,6 @@ async def scenario_protobuf(server: Server, args: argparse.Namespace) -> Row:
     if health.status != "SERVING":
         row.missed.append(f"gRPC health {health.status} afterwards")
     return row
-
-
-async def slow_post(
-    url: str, path: str, body: bytes, started: asyncio.Queue[None], release: asyncio.Event
-) -> Outcome:
-    """A POST whose headers and first half of body arrive at once and the rest after
-    ``release``: a request the server has accepted and still handles."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    sent = time.monotonic()
-    try:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        half = len(body) // 2
-        writer.write(head + body[:half])
-        await writer.drain()
-        started.put_nowait(None)
-        await release.wait()
-        writer.write(body[half:])
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 60)
-        writer.close()
-        status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "connection"
-        detail = answer.partition(b"\r\n\r\n")[2][:200].decode(errors="replace")
-    except Exception as exc:  # noqa: BLE001
-        started.put_nowait(None)
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
-
-
-async def first_refusal(
-    probe: Callable[[], Awaitable[Outcome]],
-    refused: set[str],
-    signalled: float,
-    timeout: float = 5.0,
-) -> Outcome | None:
-    """Probes until the answer is a refusal; the outcome is timed from the signal."""
-    deadline = signalled + timeout
-    while time.monotonic() < deadline:
-        outcome = await probe()
-        if outcome.status in refused:
-            return Outcome(outcome.door, signalled, outcome.done, outcome.status, outcome.detail)
-        await asyncio.sleep(0.005)
-    return None
 
 
 async def scenario_sigterm(server: Server, args: argparse.Namespace) -> Row:

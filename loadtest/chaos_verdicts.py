@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
-import numpy as np
 
 from loadtest.doors import HttpStatus
+from loadtest.stats import fmt, percentile, table
 
 # Targets of issue 10.
 FAIL_FAST_MS = 100.0  # a request that cannot be served fails within this
@@ -65,10 +65,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "bad body", f"{type(exc).__name__}: {detail}"
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 @dataclass
 class Row:
     """One scenario's line of the table, with the targets it missed."""
@@ -87,23 +83,21 @@ class Row:
         return not self.missed
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def render(rows: list[Row]) -> str:
     """The chaos table (Markdown), then one line per missed target and note."""
-    lines = [
-        "| scenario | requests | failures | recovery s | p99 ms | other CPU | verdict |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        other = "-" if row.other_cpu is None else f"{row.other_cpu * 100:.0f}%"
-        verdict = "met" if row.met else f"**missed** ({len(row.missed)})"
-        lines.append(
-            f"| {row.scenario} | {row.requests} | {row.failures} | {fmt(row.recovery_s)} "
-            f"| {fmt(row.p99_ms)} | {other} | {verdict} |"
-        )
+    columns = ["scenario", "requests", "failures", "recovery s", "p99 ms", "other CPU", "verdict"]
+    lines = table(
+        columns,
+        (
+            [
+                row.scenario, row.requests, row.failures, fmt(row.recovery_s), fmt(row.p99_ms),
+                "-" if row.other_cpu is None else f"{row.other_cpu * 100:.0f}%",
+                "met" if row.met else f"**missed** ({len(row.missed)})",
+            ]
+            for row in rows
+        ),
+        align="lrrrrrl",
+    )  # fmt: skip
     for row in rows:
         lines += [f"* {row.scenario}: MISSED {text}" for text in row.missed]
         lines += [f"* {row.scenario}: {text}" for text in row.notes]

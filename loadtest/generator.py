@@ -1,10 +1,14 @@
-"""The benchmark's load generator: closed-loop asyncio workers.
+"""The load generators: closed-loop asyncio workers, and an open-loop flood.
 
-``concurrency`` workers each send one request, wait for the answer, check it and send the
-next, for a warm-up and then a measured window. One asyncio loop drives them all, in the
-benchmark's process, which never imports TensorFlow; the process's own CPU time over the
-window (``resource.getrusage``) is recorded, so the report shows whether the generator
-itself could have been the bottleneck.
+:func:`closed_loop` is the one closed loop: ``concurrency`` workers each send one request,
+wait for the answer, check it and send the next, and hand each result to a recorder. The
+benchmark's :func:`measure` records a warm-up and then a measured window; the reliability
+runs' :class:`loadtest.live_server.Load` and the rollout's clients record an
+:class:`~loadtest.chaos_verdicts.Outcome` (or the answering version) per request. One
+asyncio loop drives them all, in a process that never imports TensorFlow; the process's
+own CPU time over the window (``resource.getrusage``) is recorded, so the report shows
+whether the generator itself could have been the bottleneck. :func:`open_loop` (and
+:func:`flood_from_processes`) send at a fixed rate whatever the answers.
 
 What each request is and how its answer is checked is :mod:`loadtest.doors`: pre-encoded
 requests for every door, gRPC through bare ``grpc.aio`` channels with pre-serialized
@@ -29,13 +33,18 @@ import resource
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
-import numpy as np
 
+from loadtest.chaos_verdicts import Outcome, classify
 from loadtest.doors import GRPC_DOORS, Call, GrpcChannels, door_call, grpc_method
+from loadtest.stats import percentiles
+
+# What a closed loop hands over per request: (worker, sent, done, result, error), times
+# from time.monotonic() (the event loop's clock).
+Record = Callable[[int, float, float, Any, "BaseException | None"], None]
 
 TIMEOUT_S = 30.0
 
@@ -66,15 +75,8 @@ class Run:
 
     @property
     def percentiles(self) -> dict[str, float | None]:
-        if not self.latencies_ms:
-            return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
-        ms = np.asarray(self.latencies_ms)
-        return {
-            "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()),
-        }
+        """``p50_ms``, ``p95_ms``, ``p99_ms``, ``mean_ms`` of the successful requests."""
+        return percentiles(self.latencies_ms)
 
 
 def _cpu_seconds() -> float:
@@ -109,6 +111,50 @@ async def load_client(door: str, target: str, concurrency: int) -> AsyncIterator
         yield session
 
 
+async def closed_loop(
+    call: Call,
+    client: Any,
+    concurrency: int,
+    record: Record,
+    running: Callable[[float], bool],
+) -> None:
+    """``concurrency`` workers, each sending ``call(client, n)`` (``n`` counts the requests)
+    and awaiting it before the next, while ``running(sent)``; every request's
+    ``(worker, sent, done, result, error)`` goes to ``record``. Every failure counts (status,
+    transport, body): it is recorded, never raised."""
+    loop = asyncio.get_running_loop()
+    counter = iter(range(1 << 62))
+
+    async def worker(index: int) -> None:
+        while running(sent := loop.time()):
+            result, error = None, None
+            try:
+                result = await call(client, next(counter))
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            record(index, sent, loop.time(), result, error)
+
+    await asyncio.gather(*(worker(index) for index in range(concurrency)))
+
+
+def outcome(door: str, sent: float, done: float, error: BaseException | None) -> Outcome:
+    """The :class:`Outcome` of one door call: ``OK`` (gRPC) or ``200`` (HTTP) when it
+    returned (a door call raises on anything but a good answer), else what
+    :func:`~loadtest.chaos_verdicts.classify` says."""
+    status, detail = ("OK" if door == "grpc" else "200", "") if error is None else classify(error)
+    return Outcome(door, sent, done, status, detail)
+
+
+async def timed(door: str, request: Awaitable[Any]) -> Outcome:
+    """Awaits one door call and records its :func:`outcome`."""
+    sent = time.monotonic()
+    try:
+        await request
+    except Exception as exc:  # noqa: BLE001 (every failure is recorded)
+        return outcome(door, sent, time.monotonic(), exc)
+    return outcome(door, sent, time.monotonic(), None)
+
+
 async def measure(
     call: Call,
     client: Any,
@@ -129,27 +175,21 @@ async def measure(
     kinds: Counter[str] = Counter()
     examples: dict[str, str] = {}
     answered = 0
-    counter = iter(range(1 << 62))
 
-    async def worker() -> None:
+    def record(_: int, sent: float, done: float, __: Any, error: BaseException | None) -> None:
         nonlocal answered
-        while (sent := loop.time()) < window_end:
-            error: Exception | None = None
-            try:
-                await call(client, next(counter))
-            except Exception as exc:  # noqa: BLE001 (every failure counts: status, transport, body)
-                error = exc
-            done = loop.time()
-            if window_start <= done <= window_end:
-                answered += 1
-                if error is None:
-                    latencies.append((done - sent) * 1000.0)
-                else:
-                    kind = type(error).__name__
-                    kinds[kind] += 1
-                    examples.setdefault(kind, f"{kind}: {str(error)[:300]}")
+        if window_start <= done <= window_end:
+            answered += 1
+            if error is None:
+                latencies.append((done - sent) * 1000.0)
+            else:
+                kind = type(error).__name__
+                kinds[kind] += 1
+                examples.setdefault(kind, f"{kind}: {str(error)[:300]}")
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    workers = asyncio.create_task(
+        closed_loop(call, client, concurrency, record, lambda sent: sent < window_end)
+    )
     await asyncio.sleep(max(0.0, window_start - loop.time()))
     if on_window is not None:
         await on_window("start")
@@ -158,7 +198,7 @@ async def measure(
     cpu_used, wall = _cpu_seconds() - cpu_start, time.perf_counter() - wall_start
     if on_window is not None:
         await on_window("end")
-    await asyncio.gather(*workers)
+    await workers
     return Run(
         requests=answered,
         errors=sum(kinds.values()),
@@ -239,3 +279,69 @@ class MetricsDelta:
         if "start" not in self.samples or "end" not in self.samples:
             return None
         return int(self.samples["end"]["refused"][1] - self.samples["start"]["refused"][1])
+
+
+async def open_loop(
+    url: str,
+    grpc_target: str,
+    model: str,
+    items: int,
+    rate: float,
+    seconds: float,
+    doors: tuple[str, ...] = ("http", "grpc"),
+) -> list[Outcome]:
+    """Requests sent at ``rate`` per second for ``seconds`` whatever the answers (``doors``
+    in turn): what arrives at a server, unlike a closed loop that slows down with it."""
+    calls = {door: door_call(door, model, items) for door in doors}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    tasks: list[asyncio.Task[Outcome]] = []
+    async with (
+        aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http,
+        GrpcChannels(grpc_target, concurrency=64, timeout=60) as channels,
+    ):
+        clients = {"http": http, "grpc": channels}
+        start = time.monotonic()
+        n = 0
+        while (due := start + n / rate) < start + seconds:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            door = doors[n % len(doors)]
+            tasks.append(asyncio.create_task(timed(door, calls[door](clients[door], n))))
+            n += 1
+        return list(await asyncio.gather(*tasks))
+
+
+def _flood(
+    url: str, target: str, items: int, rate: float, seconds: float, start_at: float, out: Any
+) -> None:
+    """One generator process of :func:`flood_from_processes` (module level: spawned)."""
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    flood = asyncio.run(open_loop(url, target, "imdb", items, rate, seconds))
+    out.put([asdict(o) for o in flood])
+
+
+def flood_from_processes(
+    url: str, grpc_target: str, items: int, rate: float, seconds: float, processes: int
+) -> list[Outcome]:
+    """:func:`open_loop` of imdb at ``rate`` split over ``processes`` generator processes: one
+    asyncio process cannot send ~1,000 requests/s and read the answers on time on a small
+    machine, and its lateness would count as the server's. Monotonic clocks are shared by
+    the processes, so the outcomes stay comparable."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # grpc's threads do not survive fork
+    out = context.Queue()
+    start_at = time.monotonic() + 5.0  # after every process has imported its modules
+    workers = [
+        context.Process(
+            target=_flood,
+            args=(url, grpc_target, items, rate / processes, seconds, start_at, out),
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [Outcome(**fields) for _ in workers for fields in out.get(timeout=seconds + 120)]
+    for worker in workers:
+        worker.join(30)
+    return outcomes

@@ -1,11 +1,13 @@
-"""A live ``bentoml serve`` for the reliability runs (``loadtest.chaos``, ``loadtest.soak``).
+"""A live ``bentoml serve``: the one launcher of the benchmark, the reliability runs
+(``loadtest.chaos``, ``loadtest.soak``), the rollout and the test suite's fixtures.
 
 :func:`serve` starts it on free loopback ports, in its own process group, with a
 ``BENTOML_HOME`` of its own (a ``models`` link to the store's models: BentoML clears the
-Prometheus files under ``$BENTOML_HOME`` at start-up, which would wipe another server's), and
-stops the whole group on exit. Around it: :class:`CpuMeter` (the CPU other processes use
-meanwhile: the machine is shared), closed-loop :class:`Load` and single timed requests that
-record an :class:`~loadtest.chaos_verdicts.Outcome` each.
+Prometheus files under ``$BENTOML_HOME`` at start-up, which would wipe another server's, or
+links to each stored version with ``private=True``), and on exit stops the whole group and
+any orphaned worker. Around it: :class:`CpuMeter` (the CPU other processes use meanwhile:
+the machine is shared), closed-loop :class:`Load` and single timed requests that record an
+:class:`~loadtest.chaos_verdicts.Outcome` each.
 
 Typical usage::
 
@@ -33,12 +35,18 @@ import aiohttp
 import psutil
 
 from loadtest.chaos_verdicts import Outcome, classify
-from loadtest.doors import door_call
-from loadtest.procs import LOOPBACK, ServerProcess, free_port
+from loadtest.doors import GRPC_DOORS, Call, door_call
+from loadtest.generator import closed_loop, load_client, outcome, timed
+from loadtest.procs import (
+    LOOPBACK,
+    ServerProcess,
+    free_port,
+    machine_busy_seconds,
+    worker_processes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
-Call = Callable[[Any, int], Awaitable[None]]
 
 
 class CpuMeter:
@@ -64,8 +72,7 @@ class CpuMeter:
         return list(found.values())
 
     def sample(self) -> None:
-        times = psutil.cpu_times()
-        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        busy = machine_busy_seconds()
         ours = 0.0
         for process in self._ours():
             try:
@@ -110,50 +117,75 @@ class Server:
     process: ServerProcess
     url: str
     grpc_target: str
-    workers: int
+    workers: int  # SERVICE_WORKERS when given, else 0 (the service's default)
     grace_s: float
+    home: Path  # its BENTOML_HOME (new versions registered here are served)
 
     @property
     def pid(self) -> int:
         assert self.process.proc is not None
         return self.process.proc.pid
 
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc_target.rsplit(":", 1)[1])
+
     def worker_processes(self) -> dict[int, psutil.Process]:
         """Live workers by BentoML worker index (``--worker-id``)."""
-        found = {}
-        for child in psutil.Process(self.pid).children():
-            try:
-                command = child.cmdline()
-                if "--worker-id" in command and child.status() != psutil.STATUS_ZOMBIE:
-                    found[int(command[command.index("--worker-id") + 1])] = child
-            except (psutil.NoSuchProcess, ValueError, IndexError):
-                continue
-        return found
+        return worker_processes(self.pid)
+
+
+def private_home(store_home: Path, home: Path, models: tuple[str, ...]) -> Path:
+    """A BENTOML_HOME whose store links to the versions of ``models`` that ``store_home``
+    already holds: new versions registered there land only there."""
+    for name in models:
+        source = store_home / "models" / name
+        target = home / "models" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in source.iterdir():
+            if entry.is_dir():
+                (target / entry.name).symlink_to(entry.resolve())
+            elif entry.name == "latest":
+                shutil.copy(entry, target / "latest")
+    return home
 
 
 @contextlib.contextmanager
 def serve(
-    models: tuple[str, ...],
-    workers: int,
-    log: Path,
+    models: tuple[str, ...] = (),
+    workers: int | str | None = None,
+    log: Path = ROOT / "reports" / "serve.log",
     buckets: str = "",
     store: Path | None = None,
+    private: bool = False,
+    wait: bool = True,
     **settings: str,
 ) -> Iterator[Server]:
-    """``bentoml serve`` with a ``BENTOML_HOME`` of its own, ready (``/readyz`` 200), stopped
-    (its whole process group) on exit.
+    """``bentoml serve`` (the repository's bentofile) on free loopback ports with a
+    ``BENTOML_HOME`` of its own, ready (``/readyz`` 200), and on exit its whole process
+    group stopped and any orphaned worker killed. The one launcher of the load tests and
+    the test suite.
+
+    The home's ``models`` links to the store's (BentoML clears the Prometheus files under
+    ``$BENTOML_HOME`` at start-up, which would wipe another server's).
 
     Args:
-        models: ``SERVICE_MODELS``; the store is ``$BENTOML_HOME`` (default ``~/bentoml``).
-        workers: ``SERVICE_WORKERS``.
+        models: ``SERVICE_MODELS`` (empty: every model in the store).
+        workers: ``SERVICE_WORKERS`` (None: the service's default).
         log: where the server's output goes.
         buckets: ``SERVICE_BATCH_BUCKETS`` ("" = the service's default).
-        store: the model store (default ``$BENTOML_HOME``, else ``~/bentoml``).
+        store: the model store's home (default ``$BENTOML_HOME``, else ``~/bentoml``).
+        private: link each stored version of ``models`` instead (:func:`private_home`), so
+            that new versions registered in :attr:`Server.home` stay out of ``store``.
+        wait: wait until ``/readyz`` is 200 before yielding.
         settings: more environment variables (``SERVICE_GRACE_S="5"``, ...).
     """
     home = Path(tempfile.mkdtemp(prefix="keras-serving-home-"))
     store = store or Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-    (home / "models").symlink_to(store.resolve() / "models")
+    if private:
+        private_home(store, home, models)
+    else:
+        (home / "models").symlink_to(store.resolve() / "models")
     port, grpc_port = free_port(), free_port()
     url = f"http://{LOOPBACK}:{port}"
     env = {
@@ -162,46 +194,30 @@ def serve(
         "BENTOML_DO_NOT_TRACK": "True",
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        "SERVICE_MODELS": ",".join(models),
-        "SERVICE_WORKERS": str(workers),
         "GRPC_PORT": str(grpc_port),
         "GRPC_HOST": LOOPBACK,
-        **settings,
     }
-    if buckets:
-        env["SERVICE_BATCH_BUCKETS"] = buckets
-    command = [
-        str(Path(sys.executable).parent / "bentoml"),
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
-    process = ServerProcess(command, f"{url}/readyz", log, env=env, cwd=ROOT)
+    for name, value in (
+        ("SERVICE_MODELS", ",".join(models)),
+        ("SERVICE_WORKERS", "" if workers is None else str(workers)),
+        ("SERVICE_BATCH_BUCKETS", buckets),
+    ):
+        if value:
+            env[name] = value
+    env.update(settings)
+    command = [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", LOOPBACK]
+    process = ServerProcess([*command, "--port", str(port)], f"{url}/readyz", log, env, ROOT)
     started = time.monotonic()
     try:
-        process.start()
-        print(f"bentoml serve ready in {time.monotonic() - started:.0f} s ({url})", flush=True)
+        process.start(wait=wait)
+        if wait:
+            print(f"bentoml serve ready in {time.monotonic() - started:.0f} s ({url})", flush=True)
         grace = float(env.get("SERVICE_GRACE_S") or 10)
-        yield Server(process, url, f"{LOOPBACK}:{grpc_port}", workers, grace)
+        count = int(env["SERVICE_WORKERS"]) if env.get("SERVICE_WORKERS", "").isdigit() else 0
+        yield Server(process, url, f"{LOOPBACK}:{grpc_port}", count, grace, home)
     finally:
-        stop(process)
+        process.stop()
         shutil.rmtree(home, ignore_errors=True)
-
-
-def stop(process: ServerProcess) -> None:
-    """Stops the server's process group, then kills any worker left: circus starts each
-    worker in a session of its own, so a SIGKILL to the group would orphan them."""
-    workers: list[psutil.Process] = []
-    if process.proc is not None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            workers = psutil.Process(process.proc.pid).children(recursive=True)
-    process.stop()
-    for worker in workers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
-                worker.kill()
 
 
 class Load:
@@ -216,35 +232,18 @@ class Load:
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        from loadtest.doors import GrpcChannels
-
-        clients: dict[str, Any] = {}
-        for door, (_, concurrency) in self.doors.items():
-            if door == "grpc":
-                clients[door] = await self._stack.enter_async_context(
-                    GrpcChannels(self.server.grpc_target, concurrency, timeout=30)
-                )
-            else:
-                connector = aiohttp.TCPConnector(limit=concurrency + 4)
-                clients[door] = await self._stack.enter_async_context(
-                    aiohttp.ClientSession(
-                        self.server.url,
-                        connector=connector,
-                        timeout=aiohttp.ClientTimeout(total=30),
-                    )
-                )
         for door, (call, concurrency) in self.doors.items():
-            for worker in range(concurrency):
-                self._tasks.append(
-                    asyncio.create_task(self._run(door, call, clients[door], worker))
-                )
-        return self
+            target = self.server.grpc_target if door in GRPC_DOORS else self.server.url
+            client = await self._stack.enter_async_context(load_client(door, target, concurrency))
 
-    async def _run(self, door: str, call: Call, client: Any, worker: int) -> None:
-        n = worker * 1_000_000
-        while not self._stop.is_set():
-            self.outcomes.append(await timed(door, call(client, n)))
-            n += 1
+            def record(_: int, sent: float, done: float, __: Any, error: Any, door=door) -> None:
+                self.outcomes.append(outcome(door, sent, done, error))
+
+            running = closed_loop(
+                call, client, concurrency, record, lambda _: not self._stop.is_set()
+            )
+            self._tasks.append(asyncio.create_task(running))
+        return self
 
     async def stop(self) -> list[Outcome]:
         self._stop.set()
@@ -255,18 +254,6 @@ class Load:
     async def __aexit__(self, *exc: object) -> None:
         if not self._stop.is_set():
             await self.stop()
-
-
-async def timed(door: str, request: Awaitable[Any]) -> Outcome:
-    """Awaits one request (a door call: it raises on anything but a good answer) and
-    records its outcome: ``OK`` (gRPC) or ``200`` (HTTP), else what :func:`classify` says."""
-    sent = time.monotonic()
-    try:
-        await request
-        status, detail = ("OK" if door == "grpc" else "200"), ""
-    except Exception as exc:  # noqa: BLE001 (every failure is recorded)
-        status, detail = classify(exc)
-    return Outcome(door, sent, time.monotonic(), status, detail)
 
 
 async def poll_readyz(url: str, stop: asyncio.Event, every_s: float = 0.05) -> list[Outcome]:
@@ -368,3 +355,49 @@ async def sequential(
             outcomes.append(await timed("http", call(http, len(outcomes))))
             await asyncio.sleep(0.02)
     return outcomes
+
+
+async def slow_post(
+    url: str, path: str, body: bytes, started: asyncio.Queue[None], release: asyncio.Event
+) -> Outcome:
+    """A POST whose headers and first half of body arrive at once and the rest after
+    ``release``: a request the server has accepted and still handles."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sent = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        half = len(body) // 2
+        writer.write(head + body[:half])
+        await writer.drain()
+        started.put_nowait(None)
+        await release.wait()
+        writer.write(body[half:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "connection"
+        detail = answer.partition(b"\r\n\r\n")[2][:200].decode(errors="replace")
+    except Exception as exc:  # noqa: BLE001
+        started.put_nowait(None)
+        status, detail = classify(exc)
+    return Outcome("http", sent, time.monotonic(), status, detail)
+
+
+async def first_refusal(
+    probe: Callable[[], Awaitable[Outcome]],
+    refused: set[str],
+    signalled: float,
+    timeout: float = 5.0,
+) -> Outcome | None:
+    """Probes until the answer is a refusal; the outcome is timed from the signal."""
+    deadline = signalled + timeout
+    while time.monotonic() < deadline:
+        outcome = await probe()
+        if outcome.status in refused:
+            return Outcome(outcome.door, signalled, outcome.done, outcome.status, outcome.detail)
+        await asyncio.sleep(0.005)
+    return None

@@ -29,6 +29,7 @@ REVIEW_WORDS = 200  # minimum words per review / newswire
 NEWSWIRE_WORDS = 150
 TOP_K = {"reuters": 3, "cifar": 10, "mnist": 10}  # all classes for images: probabilities sum to 1
 HORIZON = 5
+BIG_TEXT_CHARS = 7_000_000  # the reliability runs' text-cap probe (issue 10)
 # The endpoint each model is reached on (docs/contracts.md, "HTTP API").
 PATHS = {
     "imdb": "/imdb/sentiment",
@@ -250,3 +251,80 @@ def items_in(body: dict[str, Any]) -> int:
         if key in body:
             return len(body[key])
     return 1
+
+
+# ------------------------------------------------------------------ hostile requests
+
+
+def big_text_requests(model: str) -> tuple[str, bytes, str, bytes, bytes]:
+    """A 7,000,000-character text for ``model``: (TF Serving REST path, body, friendly path,
+    body, serialized gRPC ``PredictRequest``)."""
+    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
+    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TRANSLATE_SIGNATURE
+    from tfserving_api.tensors import to_tensor_proto
+
+    words = "a long and winding sentence about nothing in particular "
+    text = (words * (BIG_TEXT_CHARS // len(words) + 1))[:BIG_TEXT_CHARS]
+    signature, field_name, input_name = (
+        (TRANSLATE_SIGNATURE, "sentences", "sentences")
+        if model == "translator"
+        else (PREDICT_TEXT_SIGNATURE, "texts", "text")
+    )
+    rest = json.dumps({"signature_name": signature, "instances": [text]}).encode()
+    friendly = json.dumps({field_name: [text]}).encode()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, signature
+    request.inputs[input_name].CopyFrom(to_tensor_proto(np.array([text.encode()], dtype=object)))
+    return (
+        f"/v1/models/{model}:predict",
+        rest,
+        PATHS[model],
+        friendly,
+        request.SerializeToString(),
+    )
+
+
+def malformed_requests() -> list[tuple[str, set[str], bytes]]:
+    """One malformed ``Predict`` message per kind, with the codes it may get."""
+    from tfserving_api._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+    from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
+    from tfserving_api.contract import PREDICT_TEXT_SIGNATURE, TENSOR_SIGNATURE
+
+    def request(
+        model: str = "imdb",
+        signature: str = PREDICT_TEXT_SIGNATURE,
+        name: str = "text",
+        tensor: Any = None,
+    ) -> bytes:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name, message.model_spec.signature_name = model, signature
+        if tensor is None:
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"a good film"])
+            tensor.tensor_shape.dim.add(size=1)
+        message.inputs[name].CopyFrom(tensor)
+        return message.SerializeToString()
+
+    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"])
+    huge.tensor_shape.dim.add(size=1_000_000_000)
+    short = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, tensor_content=b"\x01\x02\x03")
+    short.tensor_shape.dim.add(size=1)
+    short.tensor_shape.dim.add(size=4)
+    floats = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    floats.tensor_shape.dim.add(size=1)
+    valid = request()
+    bad = {"INVALID_ARGUMENT"}
+    return [
+        ("undecodable bytes (issue 10)", bad, b"\x0a\xff\xff\xff\xff\x0f"),
+        ("64 bytes of 0xff", bad, b"\xff" * 64),
+        ("truncated request", bad, valid[: len(valid) // 2]),
+        ("unknown model", {"NOT_FOUND"}, request(model="no_such_model")),
+        ("unknown signature", {"NOT_FOUND", "INVALID_ARGUMENT"}, request(signature="nope")),
+        ("unknown input name", bad, request(name="texts")),
+        ("claimed shape [1e9], one value", bad | {"RESOURCE_EXHAUSTED"}, request(tensor=huge)),
+        (
+            "tensor_content of the wrong length",
+            bad,
+            request(signature=TENSOR_SIGNATURE, name="token_ids", tensor=short),
+        ),
+        ("float where text is expected", bad, request(tensor=floats)),
+    ]

@@ -15,16 +15,8 @@ from __future__ import annotations
 
 import time
 
-import psutil
-
 from loadtest.generator import MetricsDelta
-from loadtest.procs import ServerProcess
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds every process on the machine has spent (all CPUs), idle and iowait excluded."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+from loadtest.procs import ServerProcess, machine_busy_seconds
 
 
 class WindowProbe:
@@ -44,7 +36,7 @@ class WindowProbe:
         if self.metrics is not None:
             await self.metrics.scrape(edge)
         server = self.server.cpu_by_process() if self.server is not None else None
-        self.edges[edge] = (server, _machine_busy_seconds(), time.perf_counter())
+        self.edges[edge] = (server, machine_busy_seconds(), time.perf_counter())
 
     def _wall(self) -> float:
         return self.edges["end"][2] - self.edges["start"][2]

@@ -1,4 +1,6 @@
-"""Server subprocesses for the benchmark: free loopback ports, readiness, clean shutdown.
+"""Server subprocesses and what they are doing: free loopback ports, readiness, clean
+shutdown, and inspection (workers by ``--worker-id``, CPU and RSS per process, listening
+sockets, the machine's busy CPU).
 
 Every server runs in its own process group, so stopping it reaches every worker that
 ``bentoml serve`` forks; what it prints goes to a log file that errors quote.
@@ -12,6 +14,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,9 +22,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import psutil
 
@@ -50,6 +54,85 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has spent (all CPUs), idle and iowait excluded."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def listeners(port: int) -> int:
+    """TCP sockets listening on ``port`` (any address), from ``/proc/net/tcp{,6}``."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a socket listening on ``port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
+def worker_processes(pid: int) -> dict[int, psutil.Process]:
+    """The live workers of the ``bentoml serve`` process ``pid``, by BentoML's ``--worker-id``."""
+    found = {}
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return {}
+    for child in children:
+        try:
+            worker = _flag(child.cmdline(), "--worker-id")
+            if worker is not None and child.status() != psutil.STATUS_ZOMBIE:
+                found[int(worker)] = child
+        except (psutil.NoSuchProcess, ValueError):
+            continue
+    return found
+
+
+async def wait_closed(port: int, before: int, timeout: float = 10.0) -> float:
+    """When fewer than ``before`` sockets listen on ``port``: a killed worker first frees its
+    memory (10-200 ms for one holding models) and only then closes its files, so until then
+    its gRPC socket still takes connections (and resets them when it closes)."""
+    deadline = time.monotonic() + timeout
+    while listeners(port) >= before and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+    return time.monotonic()
+
+
+async def wait_replacement(server: Any, index: int, dead: int, timeout: float) -> float | None:
+    """When the replacement of worker ``index`` was warm (its readiness marker names it) and
+    listening on the gRPC port; None after ``timeout`` seconds. ``server`` is a
+    :class:`loadtest.live_server.Server`."""
+    from service.runtime_files import server_directory_path
+
+    marker = server_directory_path(server.pid) / f"worker-{index}"
+    port = int(server.grpc_target.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replacement = server.worker_processes().get(index)
+        if replacement is not None and replacement.pid != dead:
+            try:
+                marked = int(marker.read_text()) == replacement.pid
+            except (OSError, ValueError):
+                marked = False
+            if marked and listens(replacement.pid, port):
+                return time.monotonic()
+        await asyncio.sleep(0.05)
+    return None
+
+
 def _flag(command: list[str], flag: str) -> str | None:
     if flag in command and command.index(flag) + 1 < len(command):
         return command[command.index(flag) + 1]
@@ -65,6 +148,34 @@ def _process_name(command: list[str], is_root: bool) -> str:
     if worker is not None:
         return f"worker {worker}"
     return _flag(command, "--service-name") or (Path(command[0]).name if command else "?")
+
+
+def _by_process(pid: int, measure: Callable[[psutil.Process], float]) -> dict[str, float]:
+    """``measure`` summed per process name over the tree of ``pid``."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    found: dict[str, float] = {}
+    for process in processes:
+        try:
+            name = _process_name(process.cmdline(), process is root)
+            found[name] = found.get(name, 0) + measure(process)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def cpu_by_process(pid: int) -> dict[str, float]:
+    """CPU seconds so far per process of the tree of ``pid``: ``arbiter`` and ``worker N`` for
+    ``bentoml serve``, ``main`` for a plain server (helpers under their program's name)."""
+    return _by_process(pid, lambda p: sum(p.cpu_times()[:2]))  # user + system
+
+
+def rss_by_process(pid: int) -> dict[str, int]:
+    """Resident memory in bytes per process of the tree, named as in :func:`cpu_by_process`."""
+    return _by_process(pid, lambda p: p.memory_info().rss)  # type: ignore[return-value]
 
 
 def _answers(url: str) -> bool:
@@ -116,8 +227,8 @@ class ServerProcess:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Starts the server and waits until it is ready.
+    def start(self, wait: bool = True) -> None:
+        """Starts the server and (with ``wait``) waits until it is ready.
 
         Raises:
             RuntimeError: it exited, or was not ready in time (the log's tail says why).
@@ -133,7 +244,8 @@ class ServerProcess:
                 start_new_session=True,
             )
         try:
-            self._wait_ready()
+            if wait:
+                self._wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -162,45 +274,28 @@ class ServerProcess:
         """User + system CPU seconds used so far by the server and all its children."""
         return sum(self.cpu_by_process().values())
 
-    def _processes(self) -> list[tuple[str, psutil.Process]]:
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        named = []
-        for process in processes:
-            try:
-                named.append((_process_name(process.cmdline(), process is root), process))
-            except psutil.NoSuchProcess:
-                continue
-        return named
-
     def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds so far per process of the tree: ``arbiter`` and ``worker N`` for
-        ``bentoml serve``, ``main`` for a plain server (helpers under their program's name)."""
-        seconds: dict[str, float] = {}
-        for name, process in self._processes():
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            seconds[name] = seconds.get(name, 0.0) + times.user + times.system
-        return seconds
+        """CPU seconds so far per process of the tree (:func:`cpu_by_process`)."""
+        return cpu_by_process(self.proc.pid) if self.proc is not None else {}
 
     def rss_by_process(self) -> dict[str, int]:
-        """Resident memory in bytes per process of the tree, named as in :meth:`cpu_by_process`."""
-        rss: dict[str, int] = {}
-        for name, process in self._processes():
-            try:
-                rss[name] = rss.get(name, 0) + process.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return rss
+        """Resident bytes per process of the tree (:func:`rss_by_process`)."""
+        return rss_by_process(self.proc.pid) if self.proc is not None else {}
 
     def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL to whatever is left after 30 s."""
-        if self.proc is not None:
-            stop_process_group(self.proc)
+        """SIGTERM to the process group, SIGKILL to whatever is left after 30 s, then kills
+        any child left: circus starts each ``bentoml serve`` worker in a session of its own,
+        so a SIGKILL to the group would orphan them."""
+        if self.proc is None:
+            return
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        stop_process_group(self.proc)
+        for child in children:
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    child.kill()
+            except psutil.NoSuchProcess:
+                continue

@@ -27,6 +27,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from loadtest.stats import fmt, row, table
 from loadtest.targets import DOORS, summarize
 
 __all__ = ["ceiling_records", "describe_machine", "load_record", "render", "summarize"]
@@ -169,14 +170,6 @@ def ceiling_records(ceiling: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _level(record: dict[str, Any]) -> str:
     if record["mode"] == "ceiling":
         return f"b={record['batch_size']}"
@@ -193,8 +186,8 @@ def print_progress(record: dict[str, Any]) -> None:
     gen = record.get("generator_ms_per_request")
     print(
         f"  {record['model']:<10} {_mode(record):<20} {_level(record):<9} "
-        f"{_fmt(record['throughput']):>8} items/s  p50 {_fmt(record['p50_ms'], 2):>7} ms"
-        f"  p99 {_fmt(record['p99_ms'], 2):>7} ms  errors {record['errors']}"
+        f"{fmt(record['throughput']):>8} items/s  p50 {fmt(record['p50_ms'], 2):>7} ms"
+        f"  p99 {fmt(record['p99_ms'], 2):>7} ms  errors {record['errors']}"
         + (f"  gen {gen:.3f} ms/req" if gen is not None else ""),
         flush=True,
     )
@@ -235,25 +228,22 @@ def rss_line(rss: dict[str, Any]) -> str:
 def _main_table(records: list[dict[str, Any]]) -> list[str]:
     if not records:
         return []
-    lines = [
-        (
-            "| model | mode | conc. / batch | items/s | p50 ms | p95 ms | p99 ms | errors "
-            "| mean batch | queue wait ms | model call ms | gen. CPU | gen. ms/req "
-            "| server CPU | server ms/req | others' CPU |"
-        ),
-        "|---|---|---|" + "---:|" * 13,
-    ]
+    columns = [
+        "model", "mode", "conc. / batch", "items/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+        "mean batch", "queue wait ms", "model call ms", "gen. CPU", "gen. ms/req", "server CPU",
+        "server ms/req", "others' CPU",
+    ]  # fmt: skip
+    figures = (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))
+    rows = []
     for r in records:
-        cells = [
-            _fmt(r.get(k), d)
-            for k, d in (("throughput", 1), ("p50_ms", 2), ("p95_ms", 2), ("p99_ms", 2))
-        ]
-        cells += [str(r.get("errors", "-")), _fmt(r.get("mean_batch_size"), 2)]
-        cells += [_fmt(r.get("queue_wait_ms"), 2), _fmt(r.get("execution_ms"), 2)]
-        cells += [_cpu(r.get("generator_cpu")), _fmt(r.get("generator_ms_per_request"), 3)]
-        cells += [_server_cpu(r), _fmt(r.get("server_ms_per_request"), 2), _cpu(_others(r))]
-        lines.append(f"| {r['model']} | {r['mode']} | {_level(r)} | " + " | ".join(cells) + " |")
-    return lines
+        cells = [r["model"], r["mode"], _level(r)]
+        cells += [fmt(r.get(k), d) for k, d in figures]
+        cells += [str(r.get("errors", "-")), fmt(r.get("mean_batch_size"), 2)]
+        cells += [fmt(r.get("queue_wait_ms"), 2), fmt(r.get("execution_ms"), 2)]
+        cells += [_cpu(r.get("generator_cpu")), fmt(r.get("generator_ms_per_request"), 3)]
+        cells += [_server_cpu(r), fmt(r.get("server_ms_per_request"), 2), _cpu(_others(r))]
+        rows.append(cells)
+    return table(columns, rows, align="lll" + "r" * 13)
 
 
 def _layers_table(records: list[dict[str, Any]]) -> list[str]:
@@ -267,12 +257,12 @@ def _layers_table(records: list[dict[str, Any]]) -> list[str]:
             "(one server process each); the service's imdb rows at the same concurrency below:"
         ),
         "",
-        (
-            "| server | door | c | requests/s | p50 ms | p99 ms | errors | server CPU "
-            "| server ms/req | gen. CPU | gen. ms/req | others' CPU |"
-        ),
-        "|---|---|---|" + "---:|" * 9,
     ]
+    columns = [
+        "server", "door", "c", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU",
+        "server ms/req", "gen. CPU", "gen. ms/req", "others' CPU",
+    ]  # fmt: skip
+    rows = []
     levels = {r["concurrency"] for r in layers}
     service = [
         r
@@ -285,12 +275,12 @@ def _layers_table(records: list[dict[str, Any]]) -> list[str]:
     for r in layers + service:
         name = r.get("layer") or f"service {r['mode']}"
         door = "grpc" if r["mode"] == "grpc" or r.get("layer") == "grpc" else "http"
-        cells = [_fmt(r.get("requests_per_s"), 1), _fmt(r["p50_ms"], 2), _fmt(r["p99_ms"], 2)]
-        cells += [str(r["errors"]), _server_cpu(r), _fmt(r.get("server_ms_per_request"), 3)]
-        cells += [_cpu(r.get("generator_cpu")), _fmt(r.get("generator_ms_per_request"), 3)]
-        cells += [_cpu(_others(r))]
-        lines.append(f"| {name} | {door} | {r['concurrency']} | " + " | ".join(cells) + " |")
-    return lines
+        cells = [name, door, r["concurrency"], fmt(r.get("requests_per_s"), 1)]
+        cells += [fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), str(r["errors"]), _server_cpu(r)]
+        cells += [fmt(r.get("server_ms_per_request"), 3), _cpu(r.get("generator_cpu"))]
+        cells += [fmt(r.get("generator_ms_per_request"), 3), _cpu(_others(r))]
+        rows.append(cells)
+    return lines + table(columns, rows, align="lll" + "r" * 9)
 
 
 def _ratios_table(summary: dict[str, Any]) -> list[str]:
@@ -308,17 +298,15 @@ def _ratios_table(summary: dict[str, Any]) -> list[str]:
             "request):"
         ),
         "",
-        (
-            "| model | c | HTTP/ceiling | REST/ceiling | gRPC/ceiling | HTTP/naive | REST/naive "
-            "| gRPC/naive | gRPC/HTTP | REST/HTTP | gRPC p50/HTTP p50 |"
-        ),
-        "|---|---|" + "---:|" * 9,
     ]
+    columns = [
+        "model", "c", "HTTP/ceiling", "REST/ceiling", "gRPC/ceiling", "HTTP/naive", "REST/naive",
+        "gRPC/naive", "gRPC/HTTP", "REST/HTTP", "gRPC p50/HTTP p50",
+    ]  # fmt: skip
+    lines += table(columns, [], align="ll" + "r" * 9)
     for model, ratios in summary.get("ratios", {}).items():
-        for level, row in ratios["by_concurrency"].items():
-            lines.append(
-                f"| {model} | {level} | " + " | ".join(_fmt(row[k], 2) for k in keys) + " |"
-            )
+        for level, ratio in ratios["by_concurrency"].items():
+            lines.append(row([model, level, *(fmt(ratio[k], 2) for k in keys)]))
         added = ", ".join(
             f"{m} {v:+.2f} ms" for m, v in ratios["added_ms_at_concurrency_1"].items()
         )
@@ -326,7 +314,7 @@ def _ratios_table(summary: dict[str, Any]) -> list[str]:
             lines.append(f"| {model} | 1 | added to the in-process call (p50): {added} |")
         for items, doors in ratios.get("batched_over_ceiling", {}).items():
             for door, by_level in doors.items():
-                shares = ", ".join(f"c={c} {_fmt(v, 2)}" for c, v in by_level.items())
+                shares = ", ".join(f"c={c} {fmt(v, 2)}" for c, v in by_level.items())
                 lines.append(
                     f"| {model} | {items} items/req | {door} items/s / ceiling b={items}: "
                     f"{shares} |"
@@ -354,7 +342,7 @@ def render(result: dict[str, Any]) -> str:
     if summary.get("targets"):
         lines += ["", "Targets of issue 8 (reported, not asserted):", ""]
     for t in summary.get("targets", []):
-        lines.append(f"- {t['target']}: {_fmt(t['value'], 2)} (goal {t['goal']}): {_verdict(t)}")
+        lines.append(f"- {t['target']}: {fmt(t['value'], 2)} (goal {t['goal']}): {_verdict(t)}")
     check = summary.get("generator_check")
     if check:
         verdict = (

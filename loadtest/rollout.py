@@ -37,9 +37,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 
-from loadtest.procs import ServerProcess, free_port
+from loadtest.generator import Record, closed_loop
+from loadtest.live_server import serve
+from loadtest.procs import rss_by_process
+from loadtest.stats import fmt, table
 from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
 from tfserving_api.tensors import to_tensor_proto
 
@@ -136,21 +138,6 @@ class Rollout:
         }
 
 
-def private_home(store_home: Path, home: Path, models: tuple[str, ...]) -> Path:
-    """A BENTOML_HOME of its own (its own metrics dir; new versions land only there) whose
-    store links to the versions ``store_home`` already holds."""
-    for name in models:
-        source = store_home / "models" / name
-        target = home / "models" / name
-        target.mkdir(parents=True, exist_ok=True)
-        for entry in source.iterdir():
-            if entry.is_dir():
-                (target / entry.name).symlink_to(entry.resolve())
-            elif entry.name == "latest":
-                shutil.copy(entry, target / "latest")
-    return home
-
-
 def _grpc_request(model: str, label: str | None = None) -> bytes:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -170,21 +157,18 @@ async def _http_client(
     label: str | None = None,
 ):
     payload = {"texts": [TEXTS[n % 2]], **({"label": label} if label else {})}
+
+    async def call(http: httpx.AsyncClient, _: int) -> int:
+        response = await http.post(model_path, json=payload)
+        body = response.json()
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {body}")
+        return int(body["model"]["version"])
+
     async with httpx.AsyncClient(
         base_url=url, timeout=30, limits=httpx.Limits(max_connections=1)
     ) as http:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                response = await http.post(model_path, json=payload)
-                body = response.json()
-                if response.status_code != 200:
-                    raise RuntimeError(f"HTTP {response.status_code}: {body}")
-                version: int | None = int(body["model"]["version"])
-                error = None
-            except Exception as exc:  # noqa: BLE001 -- every failure is counted, whatever it is
-                version, error = None, f"{type(exc).__name__}: {exc}"[:200]
-            out.append(Answer(n, "http", started, time.monotonic() - started, version, error))
+        await closed_loop(call, http, 1, _recorder(n, "http", out), lambda _: not stop.is_set())
 
 
 async def _grpc_client(
@@ -198,18 +182,25 @@ async def _grpc_client(
     import grpc
 
     request = _grpc_request(model, label)
+
+    async def call(predict: Any, _: int) -> int:
+        data = await predict(request, timeout=30)
+        return predict_pb2.PredictResponse.FromString(data).model_spec.version.value
+
     options = [("grpc.use_local_subchannel_pool", 1)]  # its own connection
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                data = await predict(request, timeout=30)
-                version = predict_pb2.PredictResponse.FromString(data).model_spec.version.value
-                error = None
-            except Exception as exc:  # noqa: BLE001
-                version, error = None, f"{type(exc).__name__}: {exc}"[:200]
-            out.append(Answer(n, "grpc", started, time.monotonic() - started, version, error))
+        await closed_loop(call, predict, 1, _recorder(n, "grpc", out), lambda _: not stop.is_set())
+
+
+def _recorder(client: int, door: str, out: list[Answer]) -> Record:
+    """Records each request of one client as an :class:`Answer` (every failure counts)."""
+
+    def record(_: int, sent: float, done: float, version: Any, error: Any) -> None:
+        failed = None if error is None else f"{type(error).__name__}: {error}"[:200]
+        out.append(Answer(client, door, sent, done - sent, None if failed else version, failed))
+
+    return record
 
 
 def _status(url: str, model: str) -> list[dict[str, Any]]:
@@ -217,18 +208,8 @@ def _status(url: str, model: str) -> list[dict[str, Any]]:
 
 
 def workers_rss(pid: int) -> int:
-    """Resident bytes of the workers of the ``bentoml serve`` process ``pid``."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for child in children:
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
+    """Resident bytes of the processes of the ``bentoml serve`` process ``pid`` but itself."""
+    return sum(rss for name, rss in rss_by_process(pid).items() if name != "arbiter")
 
 
 def watch_rollout(
@@ -310,10 +291,6 @@ def train_new_version(home: Path, model: str, exports: Path) -> None:
         raise RuntimeError(f"training failed:\n{proc.stderr[-3000:]}")
 
 
-def serve_command() -> list[str]:
-    return [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1"]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="imdb", choices=("imdb", "reuters"))
@@ -328,30 +305,22 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    home = private_home(Path(args.store), work / "home", (args.model,))
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(home),
-        "SERVICE_MODELS": args.model,
-        "SERVICE_WORKERS": args.workers,
-        "SERVICE_POLL_S": args.poll,
-        "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(grpc_port),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    url = f"http://127.0.0.1:{port}"
-    with ServerProcess(
-        [*serve_command(), "--port", str(port)], f"{url}/readyz", work / "serve.log", env, ROOT
+    with serve(
+        (args.model,),
+        args.workers,
+        work / "serve.log",
+        store=Path(args.store),
+        private=True,  # the new version lands only in the server's own store
+        SERVICE_POLL_S=args.poll,
     ) as server:
         result = watch_rollout(
-            lambda: workers_rss(server.proc.pid),
-            url,
-            f"127.0.0.1:{grpc_port}",
+            lambda: workers_rss(server.pid),
+            server.url,
+            server.grpc_target,
             args.model,
-            lambda: train_new_version(home, args.model, work / "exports"),
+            lambda: train_new_version(server.home, args.model, work / "exports"),
             clients=args.clients,
-            store_home=home,
+            store_home=server.home,
         )
     summary = result.summary()
     (work / "rollout.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -373,9 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['rss_before_mb']:.0f} / {summary['rss_peak_mb']:.0f} / {summary['rss_after_mb']:.0f}",
         ),
     ]
-    for name, value in rows:
-        shown = f"{value:.2f}" if isinstance(value, float) else value
-        print(f"| {name} | {shown} |")
+    print("\n".join(table(["", "figure"], ([name, fmt(value, 2)] for name, value in rows))))
     ok = summary["failures"] == 0 and not summary["clients_not_switching_once"]
     return 0 if ok else 1
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from loadtest import report
 from loadtest.live_server import CpuMeter, Server, serve, wait_serving
+from loadtest.stats import fmt, table
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
@@ -185,33 +186,31 @@ def judge(
 def render(verdict: Verdict, samples: list[Sample], duration_s: float) -> str:
     """A Markdown summary: totals, then RSS and other CPU per sample."""
     drift = verdict.p99_drift
-    lines = [
-        (
-            "| duration | requests | failures | p99 first third ms | p99 last third ms | p99 drift "
-            "| max RSS growth | verdict |"
-        ),
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-        (
-            f"| {duration_s / 60:.1f} min | {verdict.requests:,} | {verdict.failures} "
-            f"| {_ms(verdict.p99_first_ms)} | {_ms(verdict.p99_last_ms)} "
-            f"| {'-' if drift is None else f'{drift:+.1%}'} "
-            f"| {max(verdict.rss_growth.values(), default=0):+.1%} "
-            f"| {'met' if not verdict.missed else '**missed**'} |"
-        ),
-        "",
-        "| minute | " + " | ".join(f"{name} RSS MB" for name in _names(samples)) + " | other CPU |",
-        "|---:|" + "---:|" * (len(_names(samples)) + 1),
+    columns = [
+        "duration", "requests", "failures", "p99 first third ms", "p99 last third ms",
+        "p99 drift", "max RSS growth", "verdict",
+    ]  # fmt: skip
+    totals = [
+        f"{duration_s / 60:.1f} min", f"{verdict.requests:,}", verdict.failures,
+        fmt(verdict.p99_first_ms, 0), fmt(verdict.p99_last_ms, 0),
+        "-" if drift is None else f"{drift:+.1%}",
+        f"{max(verdict.rss_growth.values(), default=0):+.1%}",
+        "met" if not verdict.missed else "**missed**",
+    ]  # fmt: skip
+    names = _names(samples)
+    rows = [
+        [
+            f"{sample.at_s / 60:.1f}",
+            *(f"{sample.rss_mb.get(name, 0):,.0f}" for name in names),
+            "-" if sample.other_cpu is None else f"{sample.other_cpu * 100:.0f}%",
+        ]
+        for sample in samples
     ]
-    for sample in samples:
-        cells = [f"{sample.rss_mb.get(name, 0):,.0f}" for name in _names(samples)]
-        other = "-" if sample.other_cpu is None else f"{sample.other_cpu * 100:.0f}%"
-        lines.append(f"| {sample.at_s / 60:.1f} | " + " | ".join(cells) + f" | {other} |")
+    lines = table(columns, [totals], align="r" * 7 + "l") + [""]
+    columns = ["minute", *(f"{name} RSS MB" for name in names), "other CPU"]
+    lines += table(columns, rows, align="r" * len(columns))
     lines += [f"* MISSED {text}" for text in verdict.missed]
     return "\n".join(lines)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 def _names(samples: list[Sample]) -> list[str]:

@@ -2,8 +2,9 @@
 
 ``trained_store`` runs the training CLI once per session (synthetic data, quick, one epoch)
 into a temporary ``BENTOML_HOME``; ``server`` starts ``bentoml serve`` from the repository
-root against that store on free loopback ports, waits for ``/readyz`` and always stops the
-whole process group afterwards, even when a test fails.
+root against that store (the load tests' launcher, :func:`loadtest.live_server.serve`), on
+free loopback ports, waits for ``/readyz`` and always stops the whole process group and any
+orphaned worker afterwards, even when a test fails.
 """
 
 from __future__ import annotations
@@ -13,20 +14,16 @@ import functools
 import os
 import subprocess
 import sys
-import time
 import typing as t
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from loadtest.procs import free_port, stop_process_group
+from loadtest.live_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 MODELS = ("reuters", "imdb", "cifar", "cosine", "mnist", "translator")
 # Fewer batch buckets than the default (1,2,...,64) keep the server's XLA warm-up short.
 TEST_BUCKETS = "1,4,16,64"
@@ -88,54 +85,22 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     return TrainedStore(home=home, exports=exports)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-6000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"bentoml serve not ready after {timeout:.0f}s:\n{log.read_text()[-6000:]}")
-
-
 @contextlib.contextmanager
 def start_server(
     store: TrainedStore, log: Path, wait: bool = True, **settings: str
 ) -> Iterator[tuple[RunningServer, subprocess.Popen]]:
-    """``bentoml serve`` (the repository's bentofile) on free loopback ports with extra
-    ``SERVICE_*`` settings; its whole process group is stopped on exit, even on failure.
+    """``bentoml serve`` through the load tests' launcher (:func:`loadtest.live_server.serve`:
+    free loopback ports, a home of its own linked to ``store``'s models) with extra
+    ``SERVICE_*`` settings; its process group is stopped and any orphaned worker killed on
+    exit, even on failure.
 
     Args:
         wait: wait until ``/readyz`` is 200 before yielding.
     """
-    port, grpc_port = free_port(), free_port()
-    env = _env(store.home, GRPC_PORT=str(grpc_port), GRPC_HOST="127.0.0.1", **settings)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so stopping reaches every worker
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if wait:
-            started = time.monotonic()
-            _wait_ready(url, proc, log, timeout=600)
-            print(f"\nbentoml serve ready in {time.monotonic() - started:.0f}s ({url})")
-        running = RunningServer(url=url, grpc_port=grpc_port, log=log, store=store, pid=proc.pid)
-        yield running, proc
-    finally:
-        stop_process_group(proc)
+    with serve(store=store.home, log=log, wait=wait, **settings) as server:
+        assert server.process.proc is not None
+        running = RunningServer(server.url, server.grpc_port, log, store, server.pid)
+        yield running, server.process.proc
 
 
 @pytest.fixture(scope="session")

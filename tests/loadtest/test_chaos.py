@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from loadtest import soak
-from loadtest.chaos import malformed_requests, parse_args
+from loadtest.chaos import parse_args
+from loadtest.payloads import malformed_requests
 from loadtest.chaos_verdicts import (
     Outcome,
     Row,

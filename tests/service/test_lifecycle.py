@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.chaos import listeners, slow_post, wait_closed, wait_replacement
 from loadtest.doors import GrpcChannels, door_call
-from loadtest.live_server import Server, health_status, serve, wait_serving
+from loadtest.live_server import Server, health_status, serve, slow_post, wait_serving
+from loadtest.procs import listeners, wait_closed, wait_replacement
 from service.lifecycle import Drain, PeerReadiness, RefuseWhileDraining
 from service.logs import JsonFormatter, configure_logging
 

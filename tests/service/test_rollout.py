@@ -17,10 +17,10 @@ import grpc
 import httpx
 import pytest
 
+from loadtest.live_server import private_home
 from loadtest.rollout import (
     _grpc_client,
     _http_client,
-    private_home,
     train_new_version,
     watch_rollout,
     workers_rss,
