@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from loadtest.chaos_verdicts import Outcome, Row, fmt
+from loadtest.chaos_verdicts import Outcome, Row
+from loadtest.stats import fmt
 
 LIVEZ_MS = 100.0  # /livez on the same worker answers within this while any probe runs
 STRING_REFUSED_S = 0.5  # the 8 MB string tensor is refused within this

@@ -49,7 +49,6 @@ import psutil
 from clients.errors import ClientError, Unavailable
 from clients.grpc import AsyncClient as AsyncGrpcClient
 from clients.http import AsyncClient as AsyncHttpClient
-from loadtest.live_server import stop
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +127,7 @@ def running(
         rep.process.start()
         yield rep
     finally:
-        stop(rep.process)
+        rep.process.stop()  # the process group, then any orphaned worker
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -393,7 +392,7 @@ def rolling_update(store: Path, a: Replica, b: Replica, steady_s: float = 3.0) -
 
 def private_store(source: Path, work: Path) -> Path:
     """A store of its own (new versions land only there) linking to ``source``'s versions."""
-    from loadtest.rollout import private_home
+    from loadtest.live_server import private_home
 
     return private_home(source, work / "store", (MODEL,))
 
