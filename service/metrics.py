@@ -13,7 +13,8 @@ one shared directory, so ``/metrics`` of any worker shows the sum over all worke
 * ``keras_serving_execution_seconds{model,signature}``: one model call (one batch).
 * ``keras_serving_queue_depth{model,signature}``: rows waiting (summed over live workers).
 * ``keras_serving_refused_total{model,reason}``: requests refused before the model ran:
-  ``overload`` (queue full) or ``deadline`` (expired while queued).
+  ``wait`` (their estimated queue wait exceeded its budget), ``overload`` (the row cap, a
+  memory guard) or ``deadline`` (expired while queued).
 * ``keras_serving_inflight_requests{model}``: model requests being answered now, every door
   (summed over live workers: per pod). With ``keras_serving_workers`` it gives the in-flight
   requests per worker, Ray Serve's ``ongoing requests per replica``.
@@ -76,7 +77,8 @@ QUEUE_DEPTH = Gauge(
 )
 REFUSED = Counter(
     "keras_serving_refused_total",
-    "Requests refused before the model ran: overload (queue full) or deadline (expired).",
+    "Requests refused before the model ran: wait (estimated queue wait over its budget), "
+    "overload (row cap) or deadline (expired while queued).",
     ["model", "reason"],
 )
 
