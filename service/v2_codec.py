@@ -36,6 +36,7 @@ from service.errors import InvalidInput, PayloadTooLarge
 from service.grpc_codec import Limits, token_vocab
 from service.inputs import check_batch
 from tfserving_api.open_inference import (
+    BYTES,
     Datatype,
     TensorError,
     datatype,
@@ -49,6 +50,7 @@ from tfserving_api.open_inference import (
 SERVER_NAME = "keras-serving"
 PLATFORM = "tensorflow_savedmodel"
 BINARY_EXTENSION = "binary_tensor_data"
+CLASSIFICATION_EXTENSION = "classification"
 SIGNATURE_PARAMETER = "signature_name"
 _NO_DATA = object()
 
@@ -85,9 +87,12 @@ class InferRequest:
     """What a V2 inference request asks, whatever its wire form."""
 
     inputs: list[InputTensor]
-    outputs: list[str] = field(default_factory=list)  # empty: every output
+    # (field, name) of each requested output; empty: every output.
+    outputs: list[tuple[str, t.Any]] = field(default_factory=list)
     id: str = ""
     signature_name: str | None = None
+    # Triton's classification extension: output name -> (field, requested class count).
+    classification: dict[str, tuple[str, t.Any]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[t.Any]:
@@ -243,10 +248,56 @@ def select_outputs(signature: SignatureSpec, requested: t.Sequence[tuple[str, t.
     return list(dict.fromkeys(names))
 
 
+def class_counts(
+    signature: SignatureSpec, requested: t.Mapping[str, tuple[str, t.Any]]
+) -> dict[str, int]:
+    """Triton's classification extension: the validated class count of each output asked
+    as classes (``parameters.classification``), capped at the number of classes.
+
+    Raises:
+        InvalidInput: a count that is not a positive integer, or an output without classes
+            (only float ``[n, C]`` outputs, the probabilities, have them).
+    """
+    counts = {}
+    for name, (where, count) in requested.items():
+        spec = signature.outputs.get(name)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(f"{where}.parameters.classification: expected a positive integer")
+        if spec is None or not spec.dtype.startswith("float") or len(spec.shape) != 2:
+            raise InvalidInput(
+                f"{where}.parameters.classification: output {quote(name)} has no classes "
+                "(ask it of a float [n, C] output: probabilities)"
+            )
+        classes = spec.shape[1]
+        counts[name] = count if classes is None else min(count, classes)
+    return counts
+
+
+def classify(scores: np.ndarray, count: int, labels: t.Sequence[str] = ()) -> np.ndarray:
+    """The ``count`` best classes of each row, best first, as Triton's classification
+    extension spells them: ``b"<score>:<index>[:<label>]"`` (score as C++'s
+    ``std::to_string``, six decimals), a BYTES ``[n, count]`` array."""
+    named = len(labels) == scores.shape[1]
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    rows = np.empty(best.shape, dtype=object)
+    for i, indices in enumerate(best.tolist()):
+        for j, index in enumerate(indices):
+            text = f"{float(scores[i, index]):f}:{index}"
+            rows[i, j] = (f"{text}:{labels[index]}" if named else text).encode()
+    return rows
+
+
 def output_tensor(
-    outputs: t.Mapping[str, np.ndarray], signature: SignatureSpec, name: str
+    outputs: t.Mapping[str, np.ndarray],
+    signature: SignatureSpec,
+    name: str,
+    classes: int | None = None,
+    labels: t.Sequence[str] = (),
 ) -> tuple[Datatype, np.ndarray]:
-    """One model output as its V2 datatype and array."""
+    """One model output as its V2 datatype and array (its ``classes`` best classes as BYTES
+    when the request asked for classification)."""
+    if classes:
+        return BYTES, classify(np.asarray(outputs[name]), classes, labels)
     row = datatype_for(signature.outputs[name].dtype)
     array = outputs[name]
     if not row.is_bytes:

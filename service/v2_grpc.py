@@ -39,7 +39,9 @@ from tfserving_api.open_inference import to_raw
 
 DOOR = "v2-grpc"
 SERVICE = "inference.GRPCInferenceService"
-EXTENSIONS = (v2.BINARY_EXTENSION, repository.REPOSITORY_EXTENSION)
+EXTENSIONS = (
+    v2.BINARY_EXTENSION, v2.CLASSIFICATION_EXTENSION, repository.REPOSITORY_EXTENSION
+)
 
 
 def _parameter(parameters: t.Mapping[str, t.Any], key: str) -> t.Any:
@@ -78,11 +80,17 @@ def infer_request(request: pb.ModelInferRequest) -> v2.InferRequest:
             item.contents = tensor.contents
         inputs.append(item)
     outputs = [(f"outputs[{i}]", output.name) for i, output in enumerate(request.outputs)]
+    classification = {
+        output.name: (f"outputs[{i}]", _parameter(output.parameters, "classification"))
+        for i, output in enumerate(request.outputs)
+        if "classification" in output.parameters
+    }
     return v2.InferRequest(
         inputs=inputs,
         outputs=outputs,
         id=request.id,
         signature_name=_parameter(request.parameters, v2.SIGNATURE_PARAMETER),
+        classification=classification,
     )
 
 
@@ -159,6 +167,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 model.info, parsed.signature_name, parsed.input_names
             )
             names = v2.select_outputs(signature, parsed.outputs)
+            classes = v2.class_counts(signature, parsed.classification)
             batch = v2.decode_inputs(
                 parsed.inputs, signature, self.models.limits, model.info.vocab_size
             )
@@ -168,7 +177,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         )
         response.parameters[v2.SIGNATURE_PARAMETER].string_param = signature.name
         for name in names:
-            row, array = v2.output_tensor(outputs, signature, name)
+            row, array = v2.output_tensor(
+                outputs, signature, name, classes.get(name), model.info.labels
+            )
             response.outputs.add(name=name, datatype=row.name, shape=array.shape)
             response.raw_output_contents.append(to_raw(array, row))
         return response

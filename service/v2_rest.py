@@ -12,8 +12,8 @@ clients work unchanged.
 * ``POST /v2/models/{m}[/versions/{v}|/labels/{label}]/infer``: JSON ``data`` or the binary
   tensor data extension (the body split at ``Inference-Header-Content-Length``;
   ``binary_data_size`` per input, ``binary_data`` / ``binary_data_output`` for outputs),
-  ``outputs`` honoured, ``id`` echoed, the ``signature_name`` parameter, other parameters
-  ignored. A version that is not a number names a version label (``/versions/stable``).
+  ``outputs`` honoured (with Triton's ``classification`` parameter: the best classes as
+  BYTES), ``id`` echoed, the ``signature_name`` parameter, other parameters ignored. A version that is not a number names a version label (``/versions/stable``).
 
 Errors are ``{"error": "..."}`` with the statuses of the other doors (``service/errors.py``);
 requests are counted with door ``v2`` and go through the same
@@ -54,7 +54,9 @@ logger = logging.getLogger("bentoml.keras_serving.v2")
 
 DOOR = "v2"
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = (v2.BINARY_EXTENSION, repository.REPOSITORY_EXTENSION)
+EXTENSIONS = (
+    v2.BINARY_EXTENSION, v2.CLASSIFICATION_EXTENSION, repository.REPOSITORY_EXTENSION
+)
 REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "datatype", "shape", "parameters", "data")
 OUTPUT_FIELDS = ("name", "parameters")
@@ -173,17 +175,22 @@ def parse_infer_request(
         raise InvalidInput("outputs: expected a list of requested outputs")
     names: list[tuple[str, t.Any]] = []
     binary_outputs: dict[str, bool] = {}
+    classification: dict[str, tuple[str, t.Any]] = {}
     for index, item in enumerate(raw_outputs):
         where = f"outputs[{index}]"
         _object(item, where, OUTPUT_FIELDS)
         names.append((where, item.get("name")))
-        flag = _flag(_parameters(item, where), "binary_data", where, binary_default)
+        output_parameters = _parameters(item, where)
+        flag = _flag(output_parameters, "binary_data", where, binary_default)
         if isinstance(item.get("name"), str):
             binary_outputs[item["name"]] = flag
+            if "classification" in output_parameters:
+                classification[item["name"]] = (where, output_parameters["classification"])
     signature = parameters.get(v2.SIGNATURE_PARAMETER)
     request = v2.InferRequest(
-        inputs=inputs, outputs=names, id=request_id, signature_name=signature
-    )
+        inputs=inputs, outputs=names, id=request_id, signature_name=signature,
+        classification=classification,
+    )  # fmt: skip
     return request, binary_outputs, binary_default
 
 
@@ -195,12 +202,16 @@ def infer_response(
     binary: t.Mapping[str, bool],
     binary_default: bool,
     request_id: str,
+    classes: t.Mapping[str, int] | None = None,
 ) -> Response:
     """The ``/infer`` answer: JSON ``data``, or the JSON header followed by the binary
     outputs, with ``Inference-Header-Content-Length`` giving the header's size."""
     tensors, parts = [], []
+    classes = classes or {}
     for name in names:
-        row, array = v2.output_tensor(outputs, signature, name)
+        row, array = v2.output_tensor(
+            outputs, signature, name, classes.get(name), model.info.labels
+        )
         tensor: dict[str, t.Any] = {
             "name": name, "datatype": row.name, "shape": list(array.shape)
         }  # fmt: skip
@@ -319,9 +330,12 @@ async def infer_view(request: Request) -> Response:
         )
         signature = v2.choose_signature(model.info, parsed.signature_name, parsed.input_names)
         names = v2.select_outputs(signature, parsed.outputs)
+        classes = v2.class_counts(signature, parsed.classification)
         batch = v2.decode_inputs(parsed.inputs, signature, limits(server), model.info.vocab_size)
         outputs = await model.run(signature.name, batch)
-    return infer_response(model, signature, outputs, names, binary, binary_default, parsed.id)
+    return infer_response(
+        model, signature, outputs, names, binary, binary_default, parsed.id, classes
+    )
 
 
 def _optional_object(body: bytes, allowed: t.Sequence[str]) -> dict[str, t.Any]:

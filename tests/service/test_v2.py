@@ -369,3 +369,29 @@ def test_bench_payloads_of_the_v2_doors_are_answered(server) -> None:
                 await asyncio.gather(*(call(channels, n) for n in range(3)))
 
     asyncio.run(run())
+
+
+def test_classification_extension_over_both_doors(server, http, triton, triton_rpc) -> None:
+    """tritonclient's ``class_count``: the best classes as ``b"<score>:<index>:<label>"``,
+    the same order and scores as the probabilities."""
+    signature, tensor, datatype, array = sample(server, "cifar")
+    probabilities = np.asarray(tfserving(http, "cifar", signature, tensor, array)["probabilities"])
+    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+    meta = json.loads((server.store.export_path("cifar") / "metadata.json").read_text())
+    labels = meta["labels"]
+
+    rest_input = triton_http.InferInput(tensor, list(array.shape), datatype)
+    rest_input.set_data_from_numpy(array)
+    wanted = [triton_http.InferRequestedOutput("probabilities", class_count=3)]
+    rest = triton.infer("cifar", [rest_input], outputs=wanted).as_numpy("probabilities")
+    rpc_input = triton_grpc.InferInput(tensor, list(array.shape), datatype)
+    rpc_input.set_data_from_numpy(array)
+    wanted_rpc = [triton_grpc.InferRequestedOutput("probabilities", class_count=3)]
+    rpc = triton_rpc.infer("cifar", [rpc_input], outputs=wanted_rpc).as_numpy("probabilities")
+    for answer in (rest, rpc):
+        assert answer.shape == (len(array), 3)
+        for row, indices, scores in zip(answer.tolist(), best.tolist(), probabilities):
+            parsed = [item.decode().split(":") for item in row]
+            assert [int(index) for _, index, _ in parsed] == indices
+            assert [label for _, _, label in parsed] == [labels[i] for i in indices]
+            np.testing.assert_allclose([float(s) for s, _, _ in parsed], scores[indices], atol=1e-5)

@@ -349,3 +349,43 @@ def test_metadata_describes_the_default_signature() -> None:
     assert v2.model_metadata(COSINE, [1])["inputs"] == [
         {"name": "window", "datatype": "FP32", "shape": [-1, 10]}
     ]
+
+
+def test_classification_extension_as_tritonclient_asks_it() -> None:
+    texts = np.array([b"a film"], dtype=object)
+    outputs = [httpclient.InferRequestedOutput("probabilities", class_count=5)]
+    request, _, _ = parse_infer_request(*triton_body(texts, "text", "BYTES", outputs=outputs))
+    signature = IMDB.signatures["predict_text"]
+    assert v2.class_counts(signature, request.classification) == {"probabilities": 2}  # capped
+    scores = np.array([[0.25, 0.75], [0.9, 0.1]], np.float32)
+    assert v2.classify(scores, 2, ("negative", "positive")).tolist() == [
+        [b"0.750000:1:positive", b"0.250000:0:negative"],
+        [b"0.900000:0:negative", b"0.100000:1:positive"],
+    ]
+    assert v2.classify(scores, 1).tolist() == [[b"0.750000:1"], [b"0.900000:0"]]
+
+    class Model:
+        info = IMDB
+
+    response = infer_response(
+        Model, signature, {"probabilities": scores}, ["probabilities"], {}, True, "",
+        {"probabilities": 1},
+    )  # fmt: skip
+    header = response.headers.get("inference-header-content-length")
+    result = InferResult.from_response_body(response.body, False, int(header))
+    assert result.get_output("probabilities")["datatype"] == "BYTES"
+    assert result.as_numpy("probabilities").tolist() == [[b"0.750000:1"], [b"0.900000:0"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "fragment"),
+    [
+        ("label", 1, "output 'label' has no classes"),
+        ("probabilities", 0, "expected a positive integer"),
+        ("probabilities", True, "expected a positive integer"),
+        ("probabilities", "3", "expected a positive integer"),
+    ],
+)
+def test_bad_classification_requests(name, count, fragment) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        v2.class_counts(IMDB.signatures["predict_text"], {name: ("outputs[0]", count)})

@@ -44,7 +44,7 @@ def test_readiness_metadata_and_infer_with_tritonclient(start) -> None:  # noqa:
         )
         meta = client.get_server_metadata(as_json=True)
         assert meta["name"] == "keras-serving"
-        assert meta["extensions"] == ["binary_tensor_data", "model_repository"]
+        assert meta["extensions"] == ["binary_tensor_data", "classification", "model_repository"]
         meta = client.get_model_metadata("cosine", as_json=True)
         assert meta["name"] == "cosine" and meta["versions"] == ["1"]
         assert meta["platform"] == "tensorflow_savedmodel"
