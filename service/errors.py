@@ -82,7 +82,8 @@ class NotReady(ServingError):
 
 
 class Overloaded(ServingError):
-    """The model's queue is full: refused at once, before any work (retry after a pause)."""
+    """The model's queue holds more work than the request may wait for (or the row cap is
+    reached): refused at once, before any work (retry after a pause)."""
 
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
     grpc_code = "RESOURCE_EXHAUSTED"

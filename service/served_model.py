@@ -227,7 +227,8 @@ class ServedModel:
         Raises:
             ModelNotFound: unknown signature.
             NotReady: the model is loading or failed to load.
-            Overloaded: the signature's queue is full.
+            Overloaded: the estimated queue wait exceeds the request's budget, or the row
+                cap is reached.
             DeadlineExceeded: the request's deadline passed while queued.
             ModelFailure: the model call failed on these rows.
         """
