@@ -159,6 +159,8 @@ def serve(
     store: Path | None = None,
     private: bool = False,
     wait: bool = True,
+    ports: tuple[int, int] | None = None,
+    source: Path | None = None,
     **settings: str,
 ) -> Iterator[Server]:
     """``bentoml serve`` (the repository's bentofile) on free loopback ports with a
@@ -178,6 +180,8 @@ def serve(
         private: link each stored version of ``models`` instead (:func:`private_home`), so
             that new versions registered in :attr:`Server.home` stay out of ``store``.
         wait: wait until ``/readyz`` is 200 before yielding.
+        ports: the HTTP and gRPC ports (default: free ones, chosen now).
+        source: the service's code (default this checkout), e.g. a built Bento's ``src``.
         settings: more environment variables (``SERVICE_GRACE_S="5"``, ...).
     """
     home = Path(tempfile.mkdtemp(prefix="keras-serving-home-"))
@@ -186,7 +190,7 @@ def serve(
         private_home(store, home, models)
     else:
         (home / "models").symlink_to(store.resolve() / "models")
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = ports or (free_port(), free_port())
     url = f"http://{LOOPBACK}:{port}"
     env = {
         **os.environ,
@@ -206,6 +210,8 @@ def serve(
             env[name] = value
     env.update(settings)
     command = [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", LOOPBACK]
+    if source is not None:
+        command[2:2] = ["service.service:ModelServer", "--working-dir", str(source)]
     process = ServerProcess([*command, "--port", str(port)], f"{url}/readyz", log, env, ROOT)
     started = time.monotonic()
     try:

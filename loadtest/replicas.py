@@ -49,6 +49,7 @@ import psutil
 from clients.errors import ClientError, Unavailable
 from clients.grpc import AsyncClient as AsyncGrpcClient
 from clients.http import AsyncClient as AsyncHttpClient
+from loadtest.live_server import serve
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,33 +103,13 @@ def running(
     Args:
         source: the service's code (default this checkout), e.g. a built Bento's ``src``.
     """
-    home = Path(tempfile.mkdtemp(prefix=f"keras-serving-{rep.name}-"))
-    (home / "models").symlink_to(store.resolve() / "models")
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-        "SERVICE_MODELS": MODEL,
-        "SERVICE_WORKERS": "1",
-        "SERVICE_BATCH_BUCKETS": "1,4",
-        "SERVICE_POLL_S": "1",
-        "GRPC_PORT": str(rep.grpc_port),
-        "GRPC_HOST": LOOPBACK,
-        **settings,
-    }
-    bentoml = str(Path(sys.executable).parent / "bentoml")
-    command = [bentoml, "serve", "--host", LOOPBACK, "--port", str(rep.port)]
-    if source is not None:
-        command[2:2] = ["service.service:ModelServer", "--working-dir", str(source)]
-    rep.process = ServerProcess(command, f"{rep.url}/readyz", rep.log, env=env, cwd=ROOT)
-    try:
-        rep.process.start()
+    settings = {"SERVICE_POLL_S": "1", **settings}
+    ports = (rep.port, rep.grpc_port)
+    with serve(
+        (MODEL,), 1, rep.log, "1,4", store, ports=ports, source=source, **settings
+    ) as server:
+        rep.process = server.process
         yield rep
-    finally:
-        rep.process.stop()  # the process group, then any orphaned worker
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def kill(rep: Replica) -> None:
