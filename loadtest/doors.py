@@ -221,7 +221,7 @@ def check_v2_http_body(model: str, body: bytes, header_length: str | None, items
     Raises:
         checks.BadResponse: no header length, malformed JSON, or a wrong output.
     """
-    if header_length is None or not header_length.isdigit():
+    if header_length is None or not (header_length.isascii() and header_length.isdigit()):
         raise checks.BadResponse(f"no {V2_HEADER} header: {body[:200]!r}")
     size = int(header_length)
     try:

@@ -74,7 +74,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.strip()
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise InvalidInput(
             f"Inference-Header-Content-Length: expected a byte count, got {v2.quote(text)}"
         )

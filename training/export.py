@@ -189,7 +189,9 @@ def build_export_module(
 
 def next_version(model_dir: Path) -> int:
     """The next integer version under ``model_dir`` (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    # str.isdigit() alone takes "²", which int() refuses.
+    numbered = [p.name for p in model_dir.glob("*") if p.is_dir() and p.name.isascii()]
+    versions = [int(name) for name in numbered if name.isdigit()]
     return max(versions, default=0) + 1
 
 

@@ -113,13 +113,18 @@ def _publish(staging: Path, store_dir: Path, name: str, version: str) -> None:
     _fsync(target.parent)
 
 
+def _is_ascii_number(text: str) -> bool:
+    # str.isdigit() alone takes "²", which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def latest_version(name: str) -> int:
     """The highest integer version of ``name`` in the store (0 when there is none); entries
     without a valid ``model.yaml`` are skipped with a warning."""
     versions = [
         int(model.info.labels["version"])
         for model in readable_models(name)
-        if str(model.info.labels.get("version", "")).isdigit()
+        if _is_ascii_number(str(model.info.labels.get("version", "")))
     ]
     return max(versions, default=0)
 

@@ -268,6 +268,9 @@ BAD = [
      COSINE, InvalidInput, "must not contain NaN or infinity"),
     ("header not a number", (_json({"inputs": []}), "ten"), IMDB, InvalidInput,
      "Inference-Header-Content-Length: expected a byte count"),
+    # "²".isdigit() is True and int("²") raises: a header decoded as latin-1 can carry it.
+    ("header a superscript digit", (_json({"inputs": []}), "\u00b2"), IMDB, InvalidInput,
+     "Inference-Header-Content-Length: expected a byte count"),
     ("header past the body", (_json({"inputs": []}), "9999"), IMDB, InvalidInput,
      "9999 exceeds the body's"),
     ("binary size past the body", _binary({"inputs": [{"name": "window", "datatype": "FP32",
