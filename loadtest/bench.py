@@ -299,7 +299,7 @@ def run_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs every requested model and mode; returns the report (also written to ``--out``)."""
+    """Runs every requested model and mode; returns the report (:func:`main` writes it)."""
     started = time.time()
     machine = report.describe_machine()
     result: dict[str, Any] = {
@@ -355,8 +355,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["elapsed_s"] = time.time() - started
     result["summary"] = report.summarize(records, args.models)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -392,10 +390,7 @@ def _run_service(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = bench(args)
-    print()
-    rendered = report.render(result)
-    print(rendered)
-    args.out.with_suffix(".md").write_text(rendered + "\n")
+    report.write(args.out, result, report.render(result))
     print(f"\nWrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -365,25 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     print(report.machine_line(machine), flush=True)
     started = time.time()
     rows = run(args)
-    table = render(rows)
-    print()
-    print(table)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "config": {
-                    k: v if isinstance(v, str | int | float | tuple) else str(v)
-                    for k, v in vars(args).items()
-                },
-                "rows": [{**asdict(row), "met": row.met} for row in rows],
-                "elapsed_s": time.time() - started,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    args.out.with_suffix(".md").write_text(table + "\n")
+    config = {
+        k: v if isinstance(v, str | int | float | tuple) else str(v) for k, v in vars(args).items()
+    }
+    result = {
+        "machine": machine,
+        "config": config,
+        "rows": [{**asdict(row), "met": row.met} for row in rows],
+        "elapsed_s": time.time() - started,
+    }
+    report.write(args.out, result, render(rows))
     status = exit_status(rows)
     print(f"\n{'every target met' if status == 0 else 'TARGETS MISSED'}; wrote {args.out}")
     return status

@@ -22,9 +22,11 @@ Typical usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from loadtest.stats import fmt, row, table
@@ -215,6 +217,16 @@ def _others(record: dict[str, Any]) -> float | None:
 
 def _cpu(value: float | None) -> str:
     return f"{value * 100:.0f}%" if value is not None else "-"
+
+
+def write(out: Path, result: dict[str, Any], markdown: str) -> None:
+    """Prints ``markdown`` and writes ``result`` to ``out`` (JSON) and ``markdown`` beside it
+    (``.md``): what every run of ``loadtest`` leaves behind."""
+    print()
+    print(markdown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown + "\n")
 
 
 def rss_line(rss: dict[str, Any]) -> str:

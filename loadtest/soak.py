@@ -347,25 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     with Path(f"{prefix}_stats_history.csv").open() as handle:
         series = p99_series(list(csv.DictReader(handle)))
     verdict = judge(requests, failures, samples, series, started_wall, args.warmup_s, ended_wall)
-    table = render(verdict, samples, ended_wall - started_wall)
-    print()
-    print(table)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "config": {k: str(v) for k, v in vars(args).items()},
-                "verdict": {**asdict(verdict), "p99_drift": verdict.p99_drift},
-                "samples": [asdict(s) for s in samples],
-                "p99_series": series,
-                "other_cpu_mean": other,
-                "locust_exit_code": locust.returncode,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    args.out.with_suffix(".md").write_text(table + "\n")
+    result = {
+        "machine": machine,
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "verdict": {**asdict(verdict), "p99_drift": verdict.p99_drift},
+        "samples": [asdict(s) for s in samples],
+        "p99_series": series,
+        "other_cpu_mean": other,
+        "locust_exit_code": locust.returncode,
+    }
+    report.write(args.out, result, render(verdict, samples, ended_wall - started_wall))
     print(f"\n{'every target met' if not verdict.missed else 'TARGETS MISSED'}; wrote {args.out}")
     return 0 if not verdict.missed else 1
 
