@@ -41,7 +41,7 @@ import numpy as np
 from loadtest.generator import Record, closed_loop
 from loadtest.live_server import serve
 from loadtest.procs import rss_by_process
-from loadtest.stats import fmt, table
+from loadtest.stats import fmt, percentile, table
 from tfserving_api._proto.tensorflow_serving.apis import predict_pb2
 from tfserving_api.tensors import to_tensor_proto
 
@@ -108,7 +108,8 @@ class Rollout:
 
     def p99_ms(self, start: float, end: float) -> float | None:
         latencies = [a.seconds for a in self.answers if start <= a.started < end and a.version]
-        return float(np.percentile(latencies, 99) * 1000) if latencies else None
+        p99 = percentile(latencies, 99)
+        return None if p99 is None else p99 * 1000
 
     def worst_window_p99_ms(self, start: float, end: float, width: float = 1.0) -> float | None:
         windows = [self.p99_ms(t, t + width) for t in np.arange(start, end, width)]
