@@ -18,7 +18,6 @@ import collections
 import contextlib
 import random
 import re
-import socket
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, DatasetUnavailable
+from training.data import DataError, DatasetUnavailable, download_timeout
 
 DATA_URL = "http://www.manythings.org/anki/deu-eng.zip"
 DATA_MEMBER = "deu.txt"
@@ -210,7 +209,7 @@ def download_pairs_file() -> Path:
     import keras
 
     try:
-        with _download_timeout(DOWNLOAD_TIMEOUT_S), _browser_user_agent():
+        with download_timeout(DOWNLOAD_TIMEOUT_S), _browser_user_agent():
             extracted = keras.utils.get_file("deu-eng.zip", origin=DATA_URL, extract=True)
     # get_file wraps every URL error in a bare Exception, so nothing narrower catches it.
     except Exception as exc:  # noqa: BLE001
@@ -223,17 +222,6 @@ def download_pairs_file() -> Path:
     if not found:
         raise DatasetUnavailable(f"{extracted}: the download of {DATA_URL} holds no {DATA_MEMBER}")
     return found[0]
-
-
-@contextlib.contextmanager
-def _download_timeout(seconds: float) -> Iterator[None]:
-    # urlretrieve (inside get_file) takes no timeout; the socket default is the only knob.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 @contextlib.contextmanager

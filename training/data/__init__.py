@@ -68,7 +68,8 @@ __all__ = [
     "DOWNLOAD_TIMEOUT_S", "FILE_FORMATS", "FULL_SYNTHETIC", "INDEX_FROM", "KERAS_SHUFFLE_SEED",
     "KERAS_TEST_SPLIT", "LABELS", "MONTH", "OOV", "PAD", "QUICK_REAL", "QUICK_SYNTHETIC",
     "REUTERS_LABELS", "START", "SYNTHETIC_TEXT_MAX_WORDS", "DataError", "Dataset",
-    "DatasetUnavailable", "cosine_series", "encode_texts", "load_dataset", "pad", "tokenize",
+    "DatasetUnavailable", "cosine_series", "download_timeout", "encode_texts", "load_dataset",
+    "pad", "tokenize",
 ]  # fmt: skip
 
 DATASET_NAMES: tuple[str, ...] = ("reuters", "imdb", "cifar", "mnist", "cosine")
@@ -178,7 +179,9 @@ def _random_subset(x: Any, y: np.ndarray, size: int, rng: np.random.Generator):
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
+def download_timeout(seconds: float) -> Iterator[None]:
+    """Sockets opened inside time out after ``seconds``: Keras' ``get_file`` (urlretrieve)
+    takes no timeout, the socket default is the only knob."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
@@ -191,7 +194,7 @@ def _download(name: str, vocab_size: int, test_split=None, max_length=None):
     import keras  # deferred: TensorFlow takes seconds to import and files don't need it
 
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with download_timeout(DOWNLOAD_TIMEOUT_S):
             word_index = None
             if name == "imdb":
                 train, test = keras.datasets.imdb.load_data(
