@@ -45,6 +45,7 @@ from tfserving_api.tensors import (
     TensorError,
     TensorProto,
     dtype_for,
+    fill_tensor_proto,
     shape_of,
     shape_proto,
     to_ndarray,
@@ -189,6 +190,18 @@ def encode_outputs(
 ) -> dict[str, TensorProto]:
     """Model outputs (numpy, batch first) -> ``PredictResponse.outputs``."""
     return {name: _to_tensor_proto(outputs[name], signature.outputs[name].dtype) for name in names}
+
+
+def encode_outputs_into(
+    into: t.MutableMapping[str, TensorProto],
+    outputs: Mapping[str, np.ndarray],
+    signature: SignatureSpec,
+    names: Sequence[str],
+) -> None:
+    """:func:`encode_outputs` written straight into a response's ``outputs`` map (each
+    tensor built in place from the numpy buffer, not built and then copied)."""
+    for name in names:
+        fill_tensor_proto(into[name], outputs[name], signature.outputs[name].dtype)
 
 
 # ---------------------------------------------------------------- GetModelMetadata

@@ -187,11 +187,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 request.inputs, signature, self.models.limits, client.info.vocab_size
             )
             outputs = await client.run(signature.name, batch)
-        response = predict_pb2.PredictResponse(
-            model_spec=self.models.model_spec(client, signature.name)
-        )
-        for name, tensor in codec.encode_outputs(outputs, signature, names).items():
-            response.outputs[name].CopyFrom(tensor)
+        response = predict_pb2.PredictResponse()
+        spec = response.model_spec
+        spec.name, spec.signature_name = client.info.name, signature.name
+        spec.version.value = client.info.version
+        codec.encode_outputs_into(response.outputs, outputs, signature, names)
         return response
 
     @_rpc

@@ -28,6 +28,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,25 +156,45 @@ def to_tensor_proto(
     Raises:
         TensorError: if the dtype is unsupported or the values do not fit it.
     """
+    proto = TensorProto()
+    fill_tensor_proto(proto, value, dtype, use_tensor_content=use_tensor_content)
+    return proto
+
+
+def fill_tensor_proto(
+    proto: TensorProto,
+    value: Any,
+    dtype: np.dtype | str | None = None,
+    *,
+    use_tensor_content: bool = True,
+) -> None:
+    """:func:`to_tensor_proto` into an empty ``proto`` already in place, e.g. a response's
+    ``outputs[name]``: no second message to build and copy over.
+
+    Raises:
+        TensorError: if the dtype is unsupported or the values do not fit it.
+    """
     array = as_array(value)
     row = dtype_for(dtype if dtype is not None else array.dtype)
-    proto = TensorProto(dtype=row.enum)
-    proto.tensor_shape.CopyFrom(shape_proto(array.shape))
+    proto.dtype = row.enum
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add(size=size)
     if row is STRING:
-        proto.string_val.extend(_encode_string(item) for item in array.reshape(-1).tolist())
-        return proto
+        proto.string_val.extend([_encode_string(item) for item in array.reshape(-1).tolist()])
+        return
     try:
         array = array.astype(row.numpy, copy=False)
     except (TypeError, ValueError) as e:
         raise TensorError(f"cannot convert to {row.name}: {e}") from None
     if use_tensor_content:
+        # One copy, numpy buffer -> bytes (little-endian, as TF writes tensor_content).
         proto.tensor_content = array.astype(row.numpy.newbyteorder("<"), copy=False).tobytes()
     else:
         flat = array.reshape(-1)
         if row.wire is not None:  # float16 bits, complex (real, imag) pairs
             flat = flat.view(row.wire)
         getattr(proto, row.field).extend(flat.tolist())
-    return proto
 
 
 def shape_proto(shape: tuple[int | None, ...]) -> tensor_shape_pb2.TensorShapeProto:
@@ -208,7 +229,7 @@ def to_ndarray(proto: TensorProto) -> np.ndarray:
     shape = shape_of(proto.tensor_shape)
     if shape is None or None in shape:
         raise TensorError(f"tensor has no fully defined shape: {proto.tensor_shape}")
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # Python ints: no overflow, and cheaper than np.prod here
     if not proto.tensor_content:
         # Counted before anything is converted: more values than the shape holds is an error
         # (fewer is TF's "repeat the last value" shorthand).
