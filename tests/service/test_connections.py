@@ -20,7 +20,7 @@ import grpc
 import httpx
 import pytest
 import uvicorn.config
-from test_grpc_inprocess import WINDOW, FakeModel, _predict_request
+from test_grpc_inprocess import FakeModel, _predict_request
 
 from clients import errors as client_errors
 from clients.grpc import Client as GrpcClient
