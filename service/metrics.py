@@ -107,23 +107,25 @@ CONFIG_ERRORS = Counter(
 )
 
 
-class _Tally:
-    """The request counts and in-flight moves of one event-loop turn, written once at its end.
+class Tally:
+    """Counter increments and gauge moves of one event-loop turn, written once at its end.
 
     In multiprocess mode every ``inc``/``dec`` of a series is a locked write to its mmap file
-    (plus a pid check); a batch of 30 answers was 90 such writes. Here they are summed in
-    plain dicts and applied by one callback the loop runs right after the current callbacks,
-    so ``/metrics`` (a later request) always sees them. Without a running loop (a thread, a
-    test) they are applied at once.
+    (plus a pid check): a batch of 30 answers was 90 such writes for ``track`` alone. Here
+    they are summed in a dict and applied by one callback that the loop runs right after the
+    callbacks of this turn, so ``/metrics`` (a later request) always sees them. Without a
+    running loop (a thread, a test) they are applied at once.
     """
 
     def __init__(self) -> None:
-        self.answered: dict[tuple[str, str, str], int] = {}
-        self.errors: dict[tuple[str, str, str], int] = {}
-        self.inflight: dict[str, int] = {}  # model -> change since the last flush
+        # (metric, its label values in labelnames order) -> amount since the last flush
+        self.pending: dict[tuple[t.Any, tuple[str, ...]], float] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # the flush scheduled on it
 
-    def moved(self) -> None:
+    def add(self, metric: t.Any, labels: tuple[str, ...], amount: float = 1) -> None:
+        """``metric.labels(*labels).inc(amount)``, soon (a gauge's amount may be negative)."""
+        key = (metric, labels)
+        self.pending[key] = self.pending.get(key, 0) + amount
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -132,27 +134,18 @@ class _Tally:
         if self.loop is None:
             self.loop = loop
             loop.call_soon(self.flush)
-        elif self.loop is not loop:  # another loop (a thread of its own): no sharing
+        elif self.loop is not loop:  # a second loop (a thread of its own): no sharing
             self.flush()
 
     def flush(self) -> None:
         self.loop = None
-        answered, errors, inflight = self.answered, self.errors, self.inflight
-        self.answered, self.errors, self.inflight = {}, {}, {}
-        for model, change in inflight.items():
-            if change:
-                INFLIGHT.labels(model=model).inc(change)
-        for (model, door, code), count in answered.items():
-            REQUESTS.labels(model=model, door=door, code=code).inc(count)
-        for (model, door, reason), count in errors.items():
-            ERRORS.labels(model=model, door=door, reason=reason).inc(count)
+        pending, self.pending = self.pending, {}
+        for (metric, labels), amount in pending.items():
+            if amount:
+                metric.labels(*labels).inc(amount)
 
 
-_TALLY = _Tally()
-
-
-def _count(tally: dict[t.Any, int], key: t.Any, change: int = 1) -> None:
-    tally[key] = tally.get(key, 0) + change
+TALLY = Tally()
 
 
 @contextlib.contextmanager
@@ -160,24 +153,22 @@ def track(model: str, door: str) -> Iterator[None]:
     """Counts one request of ``door`` (rest, tfserving, grpc) to ``model``, by outcome."""
     from service.errors import ServingError
 
-    _count(_TALLY.inflight, model)
-    _TALLY.moved()
+    TALLY.add(INFLIGHT, (model,))
     code = "200"
     try:
         yield
     except ServingError as exc:
         code = str(int(exc.error_code))
-        _count(_TALLY.errors, (model, door, type(exc).__name__))
+        TALLY.add(ERRORS, (model, door, type(exc).__name__))
         raise
     except BaseException as exc:
         if not isinstance(exc, Exception):  # cancelled or exiting: not an answer
             code = ""
             raise
         code = "500"
-        _count(_TALLY.errors, (model, door, type(exc).__name__))
+        TALLY.add(ERRORS, (model, door, type(exc).__name__))
         raise
     finally:
         if code:
-            _count(_TALLY.answered, (model, door, code))
-        _count(_TALLY.inflight, model, -1)
-        _TALLY.moved()
+            TALLY.add(REQUESTS, (model, door, code))
+        TALLY.add(INFLIGHT, (model,), -1)
