@@ -73,6 +73,9 @@ class Engine:
         self._stamps: dict[str, int | None] = {}
         self._started_settled = False  # every version wanted at start loaded or failed
         self._watcher: asyncio.Task[None] | None = None
+        # One adoption at a time: a poll that read the store before a reload applied must not
+        # re-apply, after it, the config the reload replaced.
+        self._adopting = asyncio.Lock()
 
     def start(self) -> None:
         """Reads the store and starts loading what the config wants, in the background.
@@ -153,13 +156,16 @@ class Engine:
             self._changed, self.settings.model_config, load_model_config
         )
         # The config in force stays in force when the store grows: the cap trims it instead.
-        await self._adopt(changed or self.config, count=changed is not None)
+        await self._adopt(changed, count=changed is not None)
 
-    async def _adopt(self, config: ServingConfig, count: bool = True) -> None:
-        """Checks ``config`` against what the store holds now, then applies both."""
-        stored = await asyncio.to_thread(self.source)
-        self._check(config, stored, count)
-        self._apply(config, stored)
+    async def _adopt(self, config: ServingConfig | None, count: bool = True) -> None:
+        """Checks ``config`` (None: the one in force when its turn comes) against what the
+        store holds now, then applies both."""
+        async with self._adopting:
+            stored = await asyncio.to_thread(self.source)
+            config = self.config if config is None else config
+            self._check(config, stored, count)
+            self._apply(config, stored)
 
     async def reload(self, config: ServingConfig, timeout_s: float = 300.0) -> None:
         """Applies ``config`` now (TF Serving's ``HandleReloadConfigRequest``), shares it with

@@ -194,7 +194,9 @@ def test_a_broken_new_version_never_replaces_a_working_one(trained_store, tmp_pa
     assert engine.model("cosine").info.version == 1
     status = engine.models["cosine"].status()
     assert [row[:2] for row in status] == [(1, "AVAILABLE"), (2, "END")]
-    assert status[1][2].startswith("OSError: Cannot parse file") and broken in status[1][2]
+    # Clients see the error class and reason; the path stays in the log (issue 15 item 5).
+    assert status[1][2].startswith("OSError: Cannot parse file b'<path>'")
+    assert "Wire format was corrupt" in status[1][2] and broken not in status[1][2]
     with pytest.raises(NotReady, match="version 2 of model 'cosine' is END"):
         engine.model("cosine", 2)
 
@@ -259,6 +261,37 @@ def test_model_source_setting(monkeypatch):
     monkeypatch.setenv("SERVICE_MODEL_SOURCE", "volume")
     with pytest.raises(ValueError, match="SERVICE_MODEL_SOURCE"):
         ServingSettings.from_env()
+
+
+def test_a_poll_that_read_the_store_before_a_reload_does_not_undo_it(trained_store, run):
+    """The watcher's poll and HandleReloadConfigRequest both read the store off the loop; a
+    poll that started first must not re-apply, after the reload, the config it replaced."""
+    stored = {"cosine": {v: _stored(trained_store, "cosine", v) for v in (1, 2)}}
+    in_source, release = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def source():
+        calls["n"] += 1
+        if calls["n"] == 2:  # the poll's look at the store (the first is the start's)
+            in_source.set()
+            release.wait(30)
+        return stored
+
+    config = parse_config({"models": {"cosine": {"versions": "all", "labels": {"stable": 1}}}})
+    engine = run(_started(Engine(SETTINGS, source, ["cosine"], config)))
+
+    async def race() -> None:
+        poll = asyncio.create_task(engine.poll())
+        await asyncio.to_thread(in_source.wait, 30)
+        moved = {"models": {"cosine": {"versions": "all", "labels": {"stable": 2}}}}
+        reload = asyncio.create_task(engine.reload(parse_config(moved)))
+        await asyncio.sleep(0.3)  # the reload reads the store and applies, unless it waits
+        release.set()
+        await asyncio.gather(poll, reload)
+
+    run(race())
+    assert engine.model("cosine", label="stable").info.version == 2
+    run(engine.close())
 
 
 def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
