@@ -90,7 +90,10 @@ class GrpcSettings:
     max_connection_idle_s: float = 300.0
     # Every connection is closed after this long (GOAWAY; the client reconnects, possibly to
     # another worker or replica, which is how long-lived clients rebalance); 0 = never.
-    max_connection_age_s: float = 1800.0
+    # Short by default: each worker owns its SO_REUSEPORT listener and the kernel hashes a
+    # connection to one of them, so this is what spreads one channel (or four that hashed
+    # 3:1) over the workers (measured: 0 failed calls of ~50k at 2 s; issue 17).
+    max_connection_age_s: float = 5.0
     # ... and the calls still running on it get this long to finish.
     max_connection_age_grace_s: float = 60.0
 
@@ -139,7 +142,7 @@ class GrpcSettings:
             tls_ca=Path(ca) if ca else None,
             max_concurrent_streams=_int("GRPC_MAX_CONCURRENT_STREAMS", 256, minimum=1),
             max_connection_idle_s=_float("GRPC_MAX_CONNECTION_IDLE_S", 300.0),
-            max_connection_age_s=_float("GRPC_MAX_CONNECTION_AGE_S", 1800.0),
+            max_connection_age_s=_float("GRPC_MAX_CONNECTION_AGE_S", 5.0),
             max_connection_age_grace_s=_float("GRPC_MAX_CONNECTION_AGE_GRACE_S", 60.0),
         )
 
