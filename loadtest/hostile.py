@@ -165,18 +165,6 @@ def v2_huge_shape_request() -> bytes:
     return request.SerializeToString()
 
 
-async def _post_v2(http: aiohttp.ClientSession, path: str, body: bytes, header: int) -> Outcome:
-    sent = time.monotonic()
-    try:
-        headers = {"Inference-Header-Content-Length": str(header)}
-        async with http.post(path, data=body, headers=headers) as response:
-            detail = (await response.read())[:200].decode(errors="replace")
-            status = str(response.status)
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
-
-
 def big_png(side: int = 4096) -> bytes:
     """One ``side`` x ``side`` RGB PNG (a gradient: small on the wire, 48 MB decoded)."""
     import numpy as np
@@ -354,7 +342,14 @@ async def run_probes(
             flood, header = v2_bytes_flood()
             await probes.probe(
                 "V2 HTTP: BYTES [64] then 8 MB of length prefixes",
-                lambda: _all(_post_v2(http, "/v2/models/imdb/infer", flood, header)),
+                lambda: _all(
+                    post(
+                        http,
+                        "/v2/models/imdb/infer",
+                        flood,
+                        {"Inference-Header-Content-Length": str(header)},
+                    )
+                ),
                 {"400"},
                 STRING_REFUSED_S,
             )

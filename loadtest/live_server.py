@@ -287,10 +287,12 @@ async def http_get(http: aiohttp.ClientSession, url: str, door: str = "http") ->
     return Outcome(door, sent, time.monotonic(), status, detail)
 
 
-async def post(http: aiohttp.ClientSession, path: str, body: bytes) -> Outcome:
+async def post(
+    http: aiohttp.ClientSession, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> Outcome:
     sent = time.monotonic()
     try:
-        headers = {"Content-Type": "application/json"}
+        headers = headers or {"Content-Type": "application/json"}
         async with http.post(path, data=body, headers=headers) as response:
             detail = (await response.read())[:200].decode(errors="replace")
             status = str(response.status)
