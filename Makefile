@@ -18,7 +18,7 @@ WORKERS    ?= 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test train build loadtest bench chaos soak replicas clean
+.PHONY: install serve test train build loadtest bench bench-peers-smoke chaos soak replicas clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ endif
 ## Service vs in-process ceiling vs naive server (reports/bench.json); e.g. BENCH_ARGS="--models imdb --quick".
 bench: $(STAMP)
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+## The bench's peers (BentoML, LitServe, Ray Serve; venvs under .bench/, installed once, minutes):
+## each serves imdb for a few seconds, must answer right and leave no process behind.
+bench-peers-smoke: $(STAMP)
+	$(PY) -m training imdb --quick --if-missing --fallback-synthetic --out $(EXPORTS)
+	$(PY) -m loadtest.peers
 
 ## Reliability scenarios against a real 2-worker server (reports/chaos.json); e.g. CHAOS_ARGS="--scenarios kill".
 chaos: $(STAMP)

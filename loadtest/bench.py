@@ -15,7 +15,11 @@ For each model, in one run on one machine:
    ``--items`` more (32: a client that batches) at ``--items-concurrency``. Throughput,
    p50/p95/p99, errors, mean batch size, queue wait and refusals from ``/metrics``, CPU per
    server process (arbiter, each worker), generator CPU per request; RSS per process once
-   the service is ready with every model loaded.
+   the service is ready with every model loaded;
+5. ``bentoml``, ``litserve``, ``rayserve`` (only when named in ``--modes``): the peers of
+   ``loadtest.peers``, the same imdb SavedModel behind plain BentoML, LitServe and Ray Serve
+   (each in a venv of its own under ``.bench/``, installed the first time), at the same
+   concurrencies as naive, one review per request, before the service starts.
 
 Prints one table and the ratios (service/ceiling, service/naive, between doors) with the
 targets of issue 8, and writes ``reports/bench.json`` (and the tables in
@@ -34,6 +38,7 @@ Typical usage::
     python -m loadtest.bench --modes layers --quick
     python -m loadtest.bench --url http://127.0.0.1:3000 --grpc 127.0.0.1:8500 --modes http,grpc
     python -m loadtest.bench --models imdb --quick --modes tfserving,grpc,v2-http,v2-grpc
+    python -m loadtest.bench --models imdb --modes naive,http,bentoml,litserve,rayserve
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtest import report
+from loadtest import peers, report
 from loadtest.bare_servers import LAYERS, Layer
-from loadtest.doors import DOORS, GRPC_DOORS
+from loadtest.doors import DOORS, GRPC_DOORS, Call
 from loadtest.generator import MetricsDelta, load_client, measure, workload
 from loadtest.live_server import serve
 from loadtest.probe import WindowProbe
@@ -60,7 +65,8 @@ from loadtest.procs import LOOPBACK, ServerProcess, free_port
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("imdb", "reuters", "cifar", "translator")
 ALL_MODELS = ("imdb", "reuters", "cifar", "cosine", "mnist", "translator")
-MODES = ("ceiling", "naive", "layers", *DOORS)
+DEFAULT_MODES = ("ceiling", "naive", "layers", *DOORS)
+MODES = (*DEFAULT_MODES, *peers.NAMES)  # the peers only when asked for: they install venvs
 CONCURRENCY = (1, 8, 32, 64)
 QUICK = {
     "concurrency": (1, 8),
@@ -94,7 +100,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)"
     )
     parser.add_argument(
-        "--modes", default=",".join(MODES), help="comma-separated (default: %(default)s)"
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help=f"comma-separated (default: %(default)s; peers: {','.join(peers.NAMES)})",
     )
     parser.add_argument("--url", help="a running service (default: start bentoml serve)")
     parser.add_argument(
@@ -217,6 +225,7 @@ async def run_level(
     server: ServerProcess | None,
     items: int = 1,
     layer: Layer | None = None,
+    call: Call | None = None,
 ) -> dict[str, Any]:
     """The record of ``model`` over ``mode`` (a door, naive or a layer) at one concurrency.
 
@@ -231,9 +240,10 @@ async def run_level(
         server: The server's process tree, when the benchmark started it (for its CPU).
         items: Items per request.
         layer: For ``layers``: which bare server is loaded.
+        call: The checked request, when not the door's (a peer's, over HTTP).
     """
-    door = layer.door if layer is not None else "http" if mode == "naive" else mode
-    call = workload(model, door, items, path=layer.path if layer and layer.path else None)
+    door = layer.door if layer is not None else "http" if mode == "naive" or call else mode
+    call = call or workload(model, door, items, path=layer.path if layer and layer.path else None)
     probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
     async with load_client(door, target, concurrency) as client:
         run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
@@ -278,6 +288,20 @@ def run_naive(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         ]
 
 
+def run_peers(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each peer named in ``--modes`` (:mod:`loadtest.peers`) at every concurrency."""
+    records = []
+    for name in (m for m in peers.NAMES if m in args.modes):
+        log = args.out.parent / f"peer-{name}-{model}.log"
+        with peers.serve_peer(name, peers.saved_model(model), log) as (url, server):
+            for level in args.concurrency:
+                record = asyncio.run(
+                    run_level(model, name, url, level, args, None, server, call=peers.peer_call())
+                )
+                records.append({**record, "peer": list(peers.PEERS[name].requirements)})
+    return records
+
+
 def run_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each bare server of :data:`loadtest.bare_servers.LAYERS`, loaded with one imdb
     review per request at ``--layers-concurrency`` clients."""
@@ -310,7 +334,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     print(report.machine_line(machine), flush=True)
     service_modes = [m for m in DOORS if m in args.modes]
-    needs_store = bool({"ceiling", "naive"} & set(args.modes)) or (service_modes and not args.url)
+    peer_modes = set(peers.NAMES) & set(args.modes)
+    needs_store = bool({"ceiling", "naive", *peer_modes} & set(args.modes)) or (
+        service_modes and not args.url
+    )
     if needs_store:
         wanted = args.models if args.url else args.serve_models
         trained = ensure_models(wanted, args.exports)
@@ -329,6 +356,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 report.print_progress(row)
         if "naive" in args.modes:
             records += run_naive(model, args)
+        if peer_modes and model in peers.MODELS:
+            records += run_peers(model, args)
+        elif peer_modes:
+            result["notes"].append(f"the peers serve {', '.join(peers.MODELS)} only: not {model}")
     if "layers" in args.modes:
         records += run_layers(args)
 

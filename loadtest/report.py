@@ -11,7 +11,8 @@ second: 1.0 is one core) and ``generator_ms_per_request``, ``server_cpu`` (the s
 server's process tree, when the benchmark started it; by process in
 ``server_cpu_by_process``) and ``server_ms_per_request``, and ``machine_cpu`` (every
 process on the machine: what exceeds generator + server was someone else's load). Rows of
-the ``layers`` mode also have ``layer``. Ratios and targets: :mod:`loadtest.targets`.
+the ``layers`` mode also have ``layer``; a peer's (mode ``bentoml``, ``litserve``,
+``rayserve``) also has ``peer``, its venv's pins. Ratios and targets: :mod:`loadtest.targets`.
 
 Typical usage::
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.stats import fmt, row, table
-from loadtest.targets import DOORS, summarize
+from loadtest.targets import DOORS, PEERS, summarize
 
 __all__ = ["ceiling_records", "describe_machine", "load_record", "render", "summarize"]
 
@@ -334,6 +335,32 @@ def _ratios_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _peers_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The peers beside naive and friendly JSON at the peers' concurrencies."""
+    if not any(r["mode"] in PEERS for r in records):
+        return []
+    columns = ["model", "c", "server", "items/s", "p50 ms", "p99 ms", "errors", "server ms/req",
+               "x naive", "friendly JSON / it"]  # fmt: skip
+    lines = ["", "Peers (loadtest.peers: the same SavedModel, one review per request):", ""]
+    rows = []
+    for r in records:
+        peer = r["mode"] in PEERS
+        if not peer and (r["mode"] not in ("naive", "http") or r.get("items", 1) != 1):
+            continue
+        if not peer and not any(p["mode"] in PEERS and p["concurrency"] == r["concurrency"]
+                                and p["model"] == r["model"] for p in records):  # fmt: skip
+            continue
+        ratio = summary.get("ratios", {}).get(r["model"], {}).get("by_concurrency", {})
+        ratio = ratio.get(str(r["concurrency"]), {})
+        over_naive = ratio.get(f"{r['mode']}_over_naive") if r["mode"] != "naive" else 1.0
+        cells = [r["model"], r["concurrency"], r["mode"], fmt(r["throughput"], 1)]
+        cells += [fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), str(r["errors"])]
+        cells += [fmt(r.get("server_ms_per_request"), 2), fmt(over_naive, 2)]
+        rows.append([*cells, fmt(ratio.get(f"http_over_{r['mode']}"), 2) if peer else "-"])
+    rows.sort(key=lambda cells: (cells[0], cells[1]))
+    return lines + table(columns, rows, align="lll" + "r" * 7)
+
+
 def _verdict(target: dict[str, Any]) -> str:
     if target["met"] is None:
         return "n/a"
@@ -351,6 +378,7 @@ def render(result: dict[str, Any]) -> str:
     lines = lines[1:] if lines[:1] == [""] else lines
     summary = result.get("summary", {})
     lines += _ratios_table(summary)
+    lines += _peers_table(records, summary)
     if summary.get("targets"):
         lines += ["", "Targets of issue 8 (reported, not asserted):", ""]
     for t in summary.get("targets", []):

@@ -1,7 +1,7 @@
 """The benchmark's ratios and the targets of issue 8, computed from its records (no I/O).
 
 Ratios per model: each door's throughput over the ceiling and over the naive server at each
-concurrency, gRPC and TF Serving REST against the friendly HTTP door, the milliseconds a
+concurrency, each peer's (``loadtest.peers``) over naive's and friendly JSON's over each peer's, gRPC and TF Serving REST against the friendly HTTP door, the milliseconds a
 door adds to the in-process call at one client, and, for requests of several items, items/s
 over the ceiling's at that batch size. Targets are reported, not asserted: each has its
 value, goal, verdict and, when missed, by how much.
@@ -22,6 +22,10 @@ DOORS = ("http", "tfserving", "grpc")
 # transport (issue 18: within 15 % of its throughput in the same run).
 V2_PEERS = {"v2-http": "tfserving", "v2-grpc": "grpc"}
 V2_GOAL = 0.85
+# Other servers of the same SavedModel (loadtest.peers): friendly JSON's throughput over
+# each one's at 64 clients (issue 17).
+PEERS = ("bentoml", "litserve", "rayserve")
+PEER_GOAL = 3.0
 # Above this share of one core, the single-threaded generator may be what limits a run.
 GENERATOR_CPU_LIMIT = 0.8
 TARGET_CONCURRENCY = 64
@@ -81,10 +85,12 @@ def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[st
         levels = sorted(
             {r["concurrency"] for r in find(records, model, "naive")}
             | {r["concurrency"] for d in (*DOORS, *V2_PEERS) for r in find(records, model, d)}
+            | {r["concurrency"] for p in PEERS for r in find(records, model, p)}
         )
         for level in levels:
             rows = {
-                m: _first(find(records, model, m, level)) for m in (*DOORS, *V2_PEERS, "naive")
+                m: _first(find(records, model, m, level))
+                for m in (*DOORS, *V2_PEERS, *PEERS, "naive")
             }
             thr = {m: r["throughput"] if r else None for m, r in rows.items()}
             p50 = {m: r["p50_ms"] if r else None for m, r in rows.items()}
@@ -98,6 +104,10 @@ def summarize(records: list[dict[str, Any]], models: tuple[str, ...]) -> dict[st
             for door, peer in V2_PEERS.items():
                 if thr[door] is not None:
                     row[f"{door}_over_{peer}_throughput"] = _ratio(thr[door], thr[peer])
+            for peer in PEERS:
+                if thr[peer] is not None:
+                    row[f"{peer}_over_naive"] = _ratio(thr[peer], thr["naive"])
+                    row[f"http_over_{peer}"] = _ratio(thr["http"], thr[peer])
             per_level[str(level)] = row
         overhead = {}
         for door in DOORS:
@@ -167,6 +177,13 @@ def _targets(records: list[dict[str, Any]], ratios: dict[str, Any]) -> list[dict
         by_level = ratios.get("imdb", {}).get("by_concurrency", {}).get(str(level), {})
         value = by_level.get(f"{door}_over_{peer}_throughput")
         targets.append(_target(f"imdb {door} c={level}: throughput / {peer}", value, ">=", V2_GOAL))
+    for model, ratio in ratios.items():
+        for peer in PEERS:
+            level = _level(records, model, peer)
+            if level is None or not find(records, model, "http", level):
+                continue
+            value = ratio["by_concurrency"].get(str(level), {}).get(f"http_over_{peer}")
+            targets.append(_target(f"{model} http c={level}: throughput / {peer}", value, ">=", PEER_GOAL))  # fmt: skip
     for door, added in ratios.get("imdb", {}).get("added_ms_at_concurrency_1", {}).items():
         name = f"imdb {door} c=1: ms added to the in-process call (p50)"
         targets.append(_target(name, added, "<=", ADDED_GOALS_MS[door]))
