@@ -147,7 +147,10 @@ def _process_name(command: list[str], is_root: bool) -> str:
     worker = _flag(command, "--worker-id")
     if worker is not None:
         return f"worker {worker}"
-    return _flag(command, "--service-name") or (Path(command[0]).name if command else "?")
+    name = _flag(command, "--service-name") or (Path(command[0]).name if command else "?")
+    # Ray retitles a worker per task (``ray::Actor.method``): one name, or a window's delta
+    # would count a name seen only at its end from zero.
+    return name.partition(".")[0] if name.startswith("ray::") else name
 
 
 def _by_process(pid: int, measure: Callable[[psutil.Process], float]) -> dict[str, float]:

@@ -2,7 +2,9 @@
 deployment of two replicas (``max_ongoing_requests`` raised to the batch size, as the
 guide advises: the default of 5 would cap every batch at 5), on a local Ray head bound to
 loopback with its own temp dir. ``POST /predict`` with ``{"texts": [...]}`` answers
-``{"results": [...]}``; ``GET /predict`` answers once a replica serves.
+``{"results": [...]}``; ``GET /predict`` answers once a replica serves. Serve's HTTP proxy
+binds loopback; Ray's own gRPC servers (GCS, raylet, workers) listen on every interface,
+which Ray does not let a local head change (its token authentication is on by default).
 
 Typical usage (from the peer's own venv, ``loadtest.peers``)::
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest import bench, checks, peers, report
+from loadtest import bench, checks, peers, procs, report
 from loadtest.peers import peer_model
 from tfserving_api.contract import PREDICT_TEXT_SIGNATURE
 
@@ -82,3 +82,11 @@ def test_peer_records_get_ratios_targets_and_a_table():
     assert "| imdb | 64 | bentoml | 800.0 | 10.00 | 40.00 | 0 | 0.50 | 0.80 | 2.50 |" in rendered
     assert "| imdb | 64 | naive | 1,000.0 |" in rendered
     assert "| imdb | 1 | http |" not in rendered.split("Peers (")[1]  # no peer at c=1
+
+
+def test_a_ray_worker_keeps_one_name_whatever_task_it_runs():
+    # Ray retitles its workers per task: one name, so a window's CPU delta is the worker's.
+    idle = procs._process_name(["ray::ServeReplica:default:ImdbPeer"], is_root=False)
+    busy = procs._process_name(["ray::ServeReplica:default:ImdbPeer.handle_request"], False)
+    assert idle == busy == "ray::ServeReplica:default:ImdbPeer"
+    assert procs._process_name(["/usr/bin/python3.11", "x.py"], False) == "python3.11"
