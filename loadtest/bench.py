@@ -288,17 +288,23 @@ def run_naive(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         ]
 
 
-def run_peers(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each peer named in ``--modes`` (:mod:`loadtest.peers`) at every concurrency."""
+def run_peers(model: str, args: argparse.Namespace, notes: list[str]) -> list[dict[str, Any]]:
+    """Each peer named in ``--modes`` (:mod:`loadtest.peers`) at every concurrency; one that
+    does not install or start is a note, not the end of the run."""
     records = []
     for name in (m for m in peers.NAMES if m in args.modes):
         log = args.out.parent / f"peer-{name}-{model}.log"
-        with peers.serve_peer(name, peers.saved_model(model), log) as (url, server):
-            for level in args.concurrency:
-                record = asyncio.run(
-                    run_level(model, name, url, level, args, None, server, call=peers.peer_call())
-                )
-                records.append({**record, "peer": list(peers.PEERS[name].requirements)})
+        try:
+            with peers.serve_peer(name, peers.saved_model(model), log) as (url, server):
+                for level in args.concurrency:
+                    call = peers.peer_call()
+                    record = asyncio.run(
+                        run_level(model, name, url, level, args, None, server, call=call)
+                    )
+                    records.append({**record, "peer": list(peers.PEERS[name].requirements)})
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            notes.append(f"peer {name} skipped: {str(exc)[-600:]}")
+            print(f"WARNING: {notes[-1]}", flush=True)
     return records
 
 
@@ -357,7 +363,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         if "naive" in args.modes:
             records += run_naive(model, args)
         if peer_modes and model in peers.MODELS:
-            records += run_peers(model, args)
+            records += run_peers(model, args, result["notes"])
         elif peer_modes:
             result["notes"].append(f"the peers serve {', '.join(peers.MODELS)} only: not {model}")
     if "layers" in args.modes:

@@ -1,9 +1,10 @@
 """The benchmark's ratios and the targets of issue 8, computed from its records (no I/O).
 
 Ratios per model: each door's throughput over the ceiling and over the naive server at each
-concurrency, each peer's (``loadtest.peers``) over naive's and friendly JSON's over each peer's, gRPC and TF Serving REST against the friendly HTTP door, the milliseconds a
-door adds to the in-process call at one client, and, for requests of several items, items/s
-over the ceiling's at that batch size. Targets are reported, not asserted: each has its
+concurrency, gRPC and TF Serving REST against the friendly HTTP door, the milliseconds a
+door adds to the in-process call at one client, for requests of several items, items/s
+over the ceiling's at that batch size, and each peer's (``loadtest.peers``) over naive's
+and friendly JSON's over each peer's. Targets are reported, not asserted: each has its
 value, goal, verdict and, when missed, by how much.
 
 Typical usage::

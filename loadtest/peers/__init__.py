@@ -82,14 +82,14 @@ PEERS = {
 assert tuple(PEERS) == NAMES, "loadtest.targets.PEERS names the same peers"
 
 
-def ensure_venv(name: str, root: Path = BENCH_DIR) -> Path:
-    """``root/name``, a venv with :data:`PEERS` ``[name]``'s pins, created (or re-created
-    when the pins changed) if need be.
+def ensure_venv(name: str, root: Path | None = None) -> Path:
+    """``root/name`` (default ``.bench/<name>``), a venv with :data:`PEERS` ``[name]``'s
+    pins, created (or re-created when the pins changed) if need be.
 
     Raises:
         subprocess.CalledProcessError: venv or pip failed (pip's output says why).
     """
-    venv, pins = root / name, "\n".join(PEERS[name].requirements) + "\n"
+    venv, pins = (root or BENCH_DIR) / name, "\n".join(PEERS[name].requirements) + "\n"
     stamp = venv / ".installed"
     if stamp.is_file() and stamp.read_text() == pins:
         return venv
@@ -126,7 +126,7 @@ def peer_env(model_path: Path, home: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serve_peer(
-    name: str, model_path: Path, log: Path, root: Path = BENCH_DIR
+    name: str, model_path: Path, log: Path, root: Path | None = None
 ) -> Iterator[tuple[str, ServerProcess]]:
     """Peer ``name`` serving ``model_path`` on a free loopback port, ready; yields its base
     URL and process tree, and stops its process group (and any orphan) on exit."""

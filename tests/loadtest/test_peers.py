@@ -4,6 +4,7 @@ modes, the pins, the peers' model code on the trained imdb, and their rows in th
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -90,3 +91,21 @@ def test_a_ray_worker_keeps_one_name_whatever_task_it_runs():
     busy = procs._process_name(["ray::ServeReplica:default:ImdbPeer.handle_request"], False)
     assert idle == busy == "ray::ServeReplica:default:ImdbPeer"
     assert procs._process_name(["/usr/bin/python3.11", "x.py"], False) == "python3.11"
+
+
+def test_a_peer_that_does_not_start_is_a_note_not_the_end_of_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(peers, "BENCH_DIR", tmp_path)
+    monkeypatch.setattr(peers, "saved_model", lambda model: tmp_path)
+    broken = [sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"]
+    requirements = peers.PEERS["litserve"].requirements
+    peer = peers.Peer(requirements, lambda venv, port, tmp: broken, "/health")
+    monkeypatch.setitem(peers.PEERS, "litserve", peer)
+    (tmp_path / "litserve").mkdir()
+    (tmp_path / "litserve" / ".installed").write_text("\n".join(requirements) + "\n")
+    out = str(tmp_path / "bench.json")
+    args = bench.parse_args(["--modes", "litserve", "--concurrency", "1", "--out", out])
+    notes: list[str] = []
+    assert bench.run_peers("imdb", args, notes) == []
+    (note,) = notes
+    assert note.startswith("peer litserve skipped:") and "exited with 3" in note
+    assert "no model here" in note  # the log's tail says why
