@@ -56,9 +56,9 @@ from urllib.parse import urlsplit
 
 from loadtest import peers, report
 from loadtest.bare_servers import LAYERS, Layer
-from loadtest.doors import DOORS, GRPC_DOORS, Call
-from loadtest.generator import MetricsDelta, load_client, measure, workload
-from loadtest.live_server import serve
+from loadtest.doors import DOORS, GRPC_DOORS, Call, door_call
+from loadtest.generator import MetricsDelta, load_client, measure
+from loadtest.live_server import serve, wait_serving
 from loadtest.probe import WindowProbe
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 
@@ -243,7 +243,7 @@ async def run_level(
         call: The checked request, when not the door's (a peer's, over HTTP).
     """
     door = layer.door if layer is not None else "http" if mode == "naive" or call else mode
-    call = call or workload(model, door, items, path=layer.path if layer and layer.path else None)
+    call = call or door_call(door, model, items, path=layer.path if layer and layer.path else None)
     probe = WindowProbe(MetricsDelta(metrics_url, model) if metrics_url else None, server)
     async with load_client(door, target, concurrency) as client:
         run = await measure(call, client, concurrency, args.duration, args.warmup, probe.at)
@@ -258,21 +258,6 @@ async def run_level(
     record["load_1m"] = os.getloadavg()[0]
     report.print_progress(record)
     return record
-
-
-async def wait_for_grpc(target: str, timeout: float = 60.0) -> bool:
-    """Whether gRPC health turns SERVING within ``timeout`` seconds: the gRPC door reports
-    ready a moment after ``/readyz`` does."""
-    from clients.grpc import AsyncClient
-
-    deadline = time.monotonic() + timeout
-    async with AsyncClient(target, timeout=5, retry=1) as client:
-        while True:
-            if await client.ready():
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.5)
 
 
 def run_naive(model: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -404,11 +389,13 @@ def _run_service(
     result: dict[str, Any],
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    if set(GRPC_DOORS) & set(modes) and not asyncio.run(wait_for_grpc(grpc_target)):
-        note = f"gRPC at {grpc_target} was not serving after 60 s: gRPC runs skipped"
-        print(f"WARNING: {note}", flush=True)
-        result["notes"].append(note)
-        modes = [m for m in modes if m not in GRPC_DOORS]
+    if set(GRPC_DOORS) & set(modes):
+        try:  # the gRPC door reports ready a moment after /readyz does
+            asyncio.run(wait_serving(grpc_target))
+        except RuntimeError as exc:
+            print(f"WARNING: {exc}: gRPC runs skipped", flush=True)
+            result["notes"].append(f"{exc}: gRPC runs skipped")
+            modes = [m for m in modes if m not in GRPC_DOORS]
     # Doors alternate at each level: a batcher may adapt to recent traffic, so every door
     # must see the same history (with BentoML's batcher, gRPC at c=1 right after HTTP at
     # c=64 met a batcher still waiting ~40 ms for company).

@@ -251,69 +251,23 @@ def check_infer_response(model: str, data: bytes, items: int) -> None:
     checks.check_outputs(model, {output: array}, items)
 
 
-def _http(model: str, items: int, path: str | None = None) -> Call:
-    path, bodies = path or payloads.PATHS[model], payloads.json_bodies(model, items)
-    headers = {"Content-Type": "application/json"}
+def _post(path: str, bodies: Any, check: Callable[[bytes, str | None], None]) -> Call:
+    """POSTs ``bodies`` in turn (JSON bytes, or V2's ``(bytes, header length)``) to ``path``;
+    a non-200 raises :class:`HttpStatus`, else ``check(body, V2 header length)`` runs."""
+
+    def request(n: int) -> tuple[bytes, dict[str, str]]:
+        body = bodies[n % len(bodies)]
+        if isinstance(body, bytes):
+            return body, {"Content-Type": "application/json"}
+        return body[0], {"Content-Type": "application/octet-stream", V2_HEADER: str(body[1])}
 
     async def call(session: Any, n: int) -> None:
-        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
+        data, headers = request(n)
+        async with session.post(path, data=data, headers=headers) as response:
             body = await response.read()
             if response.status != 200:
                 raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
-        checks.check(model, checks.from_json(model, json.loads(body)), items)
-
-    return call
-
-
-def _tfserving(model: str, items: int, path: str | None = None) -> Call:
-    path, bodies = path or f"/v1/models/{model}:predict", tfserving_bodies(model, items)
-    headers = {"Content-Type": "application/json"}
-
-    async def call(session: Any, n: int) -> None:
-        async with session.post(path, data=bodies[n % len(bodies)], headers=headers) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
-        check_tfserving_body(model, body, items)
-
-    return call
-
-
-def _grpc(model: str, items: int, path: str | None = None) -> Call:
-    requests = grpc_requests(model, items)
-
-    async def call(channels: GrpcChannels, n: int) -> None:
-        data = await channels.predict(requests[n % len(requests)], n)
-        check_predict_response(model, data, items)
-
-    return call
-
-
-def _v2_http(model: str, items: int, path: str | None = None) -> Call:
-    path, bodies = path or f"/v2/models/{model}/infer", v2_http_bodies(model, items)
-    headers = [
-        {"Content-Type": "application/octet-stream", V2_HEADER: str(length)}
-        for _, length in bodies
-    ]
-
-    async def call(session: Any, n: int) -> None:
-        index = n % len(bodies)
-        async with session.post(path, data=bodies[index][0], headers=headers[index]) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
-            length = response.headers.get(V2_HEADER)
-        check_v2_http_body(model, body, length, items)
-
-    return call
-
-
-def _v2_grpc(model: str, items: int, path: str | None = None) -> Call:
-    requests = v2_grpc_requests(model, items)
-
-    async def call(channels: GrpcChannels, n: int) -> None:
-        data = await channels.predict(requests[n % len(requests)], n)
-        check_infer_response(model, data, items)
+        check(body, response.headers.get(V2_HEADER))
 
     return call
 
@@ -331,15 +285,37 @@ def door_call(door: str, model: str, items: int = 1, path: str | None = None) ->
         An async callable ``(client, request number)``: an aiohttp session for the HTTP
         doors, :class:`GrpcChannels` (with :func:`grpc_method` of the door) for gRPC ones.
     """
-    builders = {
-        "http": _http, "tfserving": _tfserving, "grpc": _grpc,
-        "v2-http": _v2_http, "v2-grpc": _v2_grpc,
-    }  # fmt: skip
-    if door not in builders:
+    if door not in DOORS:
         raise ValueError(f"unknown door {door!r}; choose from {', '.join(DOORS)}")
     if model not in SIGNATURES:
         raise ValueError(f"unknown model {model!r}")
-    return builders[door](model, items, path)
+    if door in GRPC_DOORS:
+        build, check = {
+            "grpc": (grpc_requests, check_predict_response),
+            "v2-grpc": (v2_grpc_requests, check_infer_response),
+        }[door]
+        requests = build(model, items)
+
+        async def rpc(channels: GrpcChannels, n: int) -> None:
+            check(model, await channels.predict(requests[n % len(requests)], n), items)
+
+        return rpc
+    if door == "v2-http":
+        bodies, default = v2_http_bodies(model, items), f"/v2/models/{model}/infer"
+    elif door == "tfserving":
+        bodies, default = tfserving_bodies(model, items), f"/v1/models/{model}:predict"
+    else:
+        bodies, default = payloads.json_bodies(model, items), payloads.PATHS[model]
+
+    def check(body: bytes, header_length: str | None) -> None:
+        if door == "v2-http":
+            check_v2_http_body(model, body, header_length, items)
+        elif door == "tfserving":
+            check_tfserving_body(model, body, items)
+        else:
+            checks.check(model, checks.from_json(model, json.loads(body)), items)
+
+    return _post(path or default, bodies, check)
 
 
 def grpc_method(door: str) -> str:

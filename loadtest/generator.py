@@ -21,7 +21,7 @@ each run also records the generator's CPU per request.
 Typical usage::
 
     async with load_client("grpc", "127.0.0.1:8500", concurrency=64) as client:
-        run = await measure(workload("imdb", "grpc"), client, concurrency=64, duration=10, warmup=2)
+        run = await measure(door_call("grpc", "imdb"), client, concurrency=64, duration=10, warmup=2)
     print(run.throughput, run.percentiles["p99_ms"], run.errors, run.generator_ms_per_request)
 """
 
@@ -84,20 +84,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def workload(model: str, door: str, items: int = 1, path: str | None = None) -> Call:
-    """The checked request of ``model`` through ``door`` (:func:`loadtest.doors.door_call`;
-    ``path`` replaces the friendly endpoint's, for servers answering elsewhere).
-
-    Images reach the signature the friendly endpoint uses through every door: uint8 pixels
-    in JSON over ``http`` (the service scales them), float32 pixels in [0, 1] over
-    ``tfserving`` and ``grpc``, so that all three call ``serving_default``.
-    """
-    return door_call(door, model, items, path)
-
-
 @contextlib.asynccontextmanager
 async def load_client(door: str, target: str, concurrency: int) -> AsyncIterator[Any]:
-    """What :func:`workload` calls send through: :class:`loadtest.doors.GrpcChannels` (one
+    """What :func:`~loadtest.doors.door_call` calls send through: :class:`loadtest.doors.GrpcChannels` (one
     connection per 16 workers) for ``grpc``, else an ``aiohttp`` session with a connection
     per worker. No retries: every failure counts."""
     if door in GRPC_DOORS:
@@ -141,7 +130,8 @@ def outcome(door: str, sent: float, done: float, error: BaseException | None) ->
     """The :class:`Outcome` of one door call: ``OK`` (gRPC) or ``200`` (HTTP) when it
     returned (a door call raises on anything but a good answer), else what
     :func:`~loadtest.chaos_verdicts.classify` says."""
-    status, detail = ("OK" if door == "grpc" else "200", "") if error is None else classify(error)
+    ok = "OK" if door in GRPC_DOORS else "200"
+    status, detail = (ok, "") if error is None else classify(error)
     return Outcome(door, sent, done, status, detail)
 
 
@@ -153,6 +143,17 @@ async def timed(door: str, request: Awaitable[Any]) -> Outcome:
     except Exception as exc:  # noqa: BLE001 (every failure is recorded)
         return outcome(door, sent, time.monotonic(), exc)
     return outcome(door, sent, time.monotonic(), None)
+
+
+async def answered(door: str, answer: Awaitable[tuple[str, str]]) -> Outcome:
+    """Awaits one request whose ``answer`` is its ``(status, detail)``; a failure's are what
+    :func:`~loadtest.chaos_verdicts.classify` says."""
+    sent = time.monotonic()
+    try:
+        status, detail = await answer
+    except Exception as exc:  # noqa: BLE001 (every failure is recorded)
+        status, detail = classify(exc)
+    return Outcome(door, sent, time.monotonic(), status, detail)
 
 
 async def measure(

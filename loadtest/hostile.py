@@ -37,7 +37,7 @@ import io
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -54,7 +54,8 @@ from loadtest.hostile_verdicts import (
     judge_trickle,
     render_probes,
 )
-from loadtest.live_server import CpuMeter, Server, grpc_raw, post, serve, timed, wait_serving
+from loadtest.generator import answered, timed
+from loadtest.live_server import CpuMeter, Server, grpc_raw, post, serve, status_of, wait_serving
 
 TRICKLE_CONNECTIONS = 300
 HEADER_TIMEOUT_S = 10.0  # the service's default SERVICE_HEADER_TIMEOUT_S
@@ -181,27 +182,13 @@ async def _post_form(http: aiohttp.ClientSession, path: str, image: bytes, count
     form = aiohttp.FormData()
     for i in range(count):
         form.add_field("images", image, filename=f"big{i}.png", content_type="image/png")
-    sent = time.monotonic()
-    try:
-        async with http.post(path, data=form) as response:
-            detail = (await response.read())[:200].decode(errors="replace")
-            status = str(response.status)
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
+    return await answered("http", status_of(http.post(path, data=form)))
 
 
 async def _get(http: aiohttp.ClientSession, path: str) -> Outcome:
     from yarl import URL
 
-    sent = time.monotonic()
-    try:
-        async with http.get(URL(path, encoded=True)) as response:
-            detail = (await response.read())[:200].decode(errors="replace")
-            status = str(response.status)
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
+    return await answered("http", status_of(http.get(URL(path, encoded=True))))
 
 
 async def _metrics_bytes(http: aiohttp.ClientSession) -> int:
@@ -260,32 +247,6 @@ async def _reload(target: str, token: str | None) -> Outcome:
 # ------------------------------------------------------------------ the probes
 
 
-class Probes:
-    """Runs probes one after the other against ``server``, each under a :class:`LivezProbe`,
-    and keeps their rows."""
-
-    def __init__(self, server: Server, log: Path) -> None:
-        self.server = server
-        self.watch = LogWatch(log)
-        self.rows: list[ProbeRow] = []
-
-    async def probe(
-        self,
-        name: str,
-        run: Callable[[], Awaitable[list[Outcome]]],
-        expected: set[str],
-        max_s: float | None = None,
-    ) -> tuple[ProbeRow, list[Outcome]]:
-        with LivezProbe(self.server.url) as livez:
-            outcomes = await run()
-        row = judge_probe(
-            name, outcomes, expected, livez.outcomes, self.watch.tracebacks(), max_s
-        )
-        print(f"[hostile] {name}: {row.answer} in {row.seconds or 0:.2f} s", flush=True)
-        self.rows.append(row)
-        return row, outcomes
-
-
 async def _all(*calls: Awaitable[Outcome]) -> list[Outcome]:
     return list(await asyncio.gather(*calls))
 
@@ -293,106 +254,86 @@ async def _all(*calls: Awaitable[Outcome]) -> list[Outcome]:
 async def run_probes(
     server: Server, log: Path, admin_token: str, models: tuple[str, ...]
 ) -> tuple[list[ProbeRow], float | None]:
-    """Every probe, in the module docstring's order; the rows and the other CPU meanwhile."""
+    """Every probe, in the module docstring's order, each under a :class:`LivezProbe`; the
+    rows and the other CPU meanwhile."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    target = server.grpc_target
-    probes = Probes(server, log)
+    target, watch, rows = server.grpc_target, LogWatch(log), []
     timeout = aiohttp.ClientTimeout(total=300)
-    with CpuMeter(server.pid) as meter:
-        async with aiohttp.ClientSession(server.url, timeout=timeout) as http:
-            refused = {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
-            small, large = string_tensor_request(256_001), string_tensor_request(8_000_000)
-            await probes.probe(
-                "string tensor: 256,000 x 0xff varint", lambda: _all(grpc_raw(target, small)), refused
-            )
-            await probes.probe(
-                "string tensor: 8 MB varint",
-                lambda: _all(grpc_raw(target, large)),
-                refused,
-                STRING_REFUSED_S,
-            )
-            if "cifar" in models:
-                image = await asyncio.to_thread(big_png)
-                await probes.probe(
-                    f"64 PNGs of 4096x4096 ({64 * len(image) / 1e6:.1f} MB multipart)",
-                    lambda: _all(_post_form(http, "/cifar/classify", image, 64)),
-                    {"413", "400"},
-                )
+    async with aiohttp.ClientSession(server.url, timeout=timeout) as http:
+        limit, metrics, closed = asyncio.Semaphore(16), [], []
 
-            before = await _metrics_bytes(http)
-            limit = asyncio.Semaphore(16)
-
-            async def unknown(i: int) -> Outcome:
+        async def unknown_paths() -> list[Outcome]:
+            async def one(i: int) -> Outcome:
                 async with limit:
                     return await _get(http, f"/x{i}" + "a" * 4000)
 
-            row, _ = await probes.probe(
-                f"{UNKNOWN_PATHS:,} unknown 4 KB paths",
-                lambda: _all(*(unknown(i) for i in range(UNKNOWN_PATHS))),
-                {"404"},
-            )
-            judge_metrics(row, before, await _metrics_bytes(http))
+            metrics.append(await _metrics_bytes(http))
+            outcomes = await _all(*(one(i) for i in range(UNKNOWN_PATHS)))
+            metrics.append(await _metrics_bytes(http))
+            return outcomes
 
-            await probes.probe(
-                "GET /v1/models/imdb/versions/%C2%B2",
-                lambda: _all(_get(http, "/v1/models/imdb/versions/%C2%B2")),
-                {"400"},
-            )
+        async def trickle() -> list[Outcome]:
+            give_up = HEADER_TIMEOUT_S + 30
+            connections = (_trickle(host, int(port), give_up) for _ in range(TRICKLE_CONNECTIONS))
+            closed.extend(await asyncio.gather(*connections))
+            return [outcome for outcome, _ in closed]
 
-            flood, header = v2_bytes_flood()
-            await probes.probe(
-                "V2 HTTP: BYTES [64] then 8 MB of length prefixes",
-                lambda: _all(
-                    post(
-                        http,
-                        "/v2/models/imdb/infer",
-                        flood,
-                        {"Inference-Header-Content-Length": str(header)},
-                    )
-                ),
-                {"400"},
-                STRING_REFUSED_S,
-            )
-            await probes.probe(
-                "V2 gRPC: ModelInfer claiming 2^62 rows in 40 bytes",
-                lambda: _all(grpc_raw(target, v2_huge_shape_request(), method=MODEL_INFER)),
-                {"RESOURCE_EXHAUSTED"},
-            )
-            await probes.probe(
-                "GET /v2/models/imdb/versions/%C2%B2",
-                lambda: _all(_get(http, "/v2/models/imdb/versions/%C2%B2")),
-                {"404"},
-            )
-
-            closed: list[tuple[Outcome, float | None]] = []
-
-            async def trickle() -> list[Outcome]:
-                give_up = HEADER_TIMEOUT_S + 30
-                connections = (_trickle(host, int(port), give_up) for _ in range(TRICKLE_CONNECTIONS))
-                closed.extend(await asyncio.gather(*connections))
-                return [outcome for outcome, _ in closed]
-
-            row, _ = await probes.probe(
-                f"{TRICKLE_CONNECTIONS} trickling connections", trickle, {"closed"}
-            )
+        def trickled(row: ProbeRow, _: list[Outcome]) -> None:
             opened = [after for outcome, after in closed if outcome.status != "connection"]
             judge_trickle(row, len(opened), opened, HEADER_TIMEOUT_S)
 
-            with LivezProbe(server.url) as livez:
-                without = await _reload(target, None)
-                with_token = await _reload(target, admin_token)
-            probes.rows.append(
-                judge_reload(without, with_token, livez.outcomes, probes.watch.tracebacks())
-            )
+        async def reload() -> list[Outcome]:
+            return [await _reload(target, None), await _reload(target, admin_token)]
 
-            body = payloads.json_bodies("imdb", BURST_REVIEWS)[0]
-            row, outcomes = await probes.probe(
-                f"{BURST_CLIENTS} clients x {BURST_REVIEWS} reviews at once",
-                lambda: _all(*(post(http, "/imdb/sentiment", body) for _ in range(BURST_CLIENTS))),
-                {"200"},
-            )
-            judge_burst(row, outcomes)
-    return probes.rows, meter.other_cores
+        refused = {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
+        small, large = string_tensor_request(256_001), string_tensor_request(8_000_000)
+        image = await asyncio.to_thread(big_png) if "cifar" in models else b""
+        flood, header = v2_bytes_flood()
+        flood_headers = {"Inference-Header-Content-Length": str(header)}
+        burst = payloads.json_bodies("imdb", BURST_REVIEWS)[0]
+        probes = [  # name, the requests, the answers expected, its own time bound, more checks
+            ("string tensor: 256,000 x 0xff varint", lambda: _all(grpc_raw(target, small)),
+             refused, None, None),
+            ("string tensor: 8 MB varint", lambda: _all(grpc_raw(target, large)),
+             refused, STRING_REFUSED_S, None),
+            (f"64 PNGs of 4096x4096 ({64 * len(image) / 1e6:.1f} MB multipart)",
+             lambda: _all(_post_form(http, "/cifar/classify", image, 64)),
+             {"413", "400"}, None, None),
+            (f"{UNKNOWN_PATHS:,} unknown 4 KB paths", unknown_paths, {"404"}, None,
+             lambda row, _: judge_metrics(row, *metrics)),
+            ("GET /v1/models/imdb/versions/%C2%B2",
+             lambda: _all(_get(http, "/v1/models/imdb/versions/%C2%B2")), {"400"}, None, None),
+            ("V2 HTTP: BYTES [64] then 8 MB of length prefixes",
+             lambda: _all(post(http, "/v2/models/imdb/infer", flood, flood_headers)),
+             {"400"}, STRING_REFUSED_S, None),
+            ("V2 gRPC: ModelInfer claiming 2^62 rows in 40 bytes",
+             lambda: _all(grpc_raw(target, v2_huge_shape_request(), method=MODEL_INFER)),
+             {"RESOURCE_EXHAUSTED"}, None, None),
+            ("GET /v2/models/imdb/versions/%C2%B2",
+             lambda: _all(_get(http, "/v2/models/imdb/versions/%C2%B2")), {"404"}, None, None),
+            (f"{TRICKLE_CONNECTIONS} trickling connections", trickle, {"closed"}, None, trickled),
+            ("reload without/with token", reload, set(), None, None),
+            (f"{BURST_CLIENTS} clients x {BURST_REVIEWS} reviews at once",
+             lambda: _all(*(post(http, "/imdb/sentiment", burst) for _ in range(BURST_CLIENTS))),
+             {"200"}, None, judge_burst),
+        ]  # fmt: skip
+        with CpuMeter(server.pid) as meter:
+            for name, run, expected, max_s, then in probes:
+                if name.startswith("64 PNGs") and "cifar" not in models:
+                    continue
+                with LivezProbe(server.url) as livez:
+                    outcomes = await run()
+                if run is reload:
+                    row = judge_reload(*outcomes, livez.outcomes, watch.tracebacks())
+                else:
+                    row = judge_probe(
+                        name, outcomes, expected, livez.outcomes, watch.tracebacks(), max_s
+                    )
+                if then is not None:
+                    then(row, outcomes)
+                print(f"[hostile] {name}: {row.answer} in {row.seconds or 0:.2f} s", flush=True)
+                rows.append(row)
+    return rows, meter.other_cores
 
 
 def run(args: argparse.Namespace) -> list[Row]:

@@ -34,9 +34,9 @@ from typing import Any, Self
 import aiohttp
 import psutil
 
-from loadtest.chaos_verdicts import Outcome, classify
+from loadtest.chaos_verdicts import Outcome
 from loadtest.doors import GRPC_DOORS, Call, door_call
-from loadtest.generator import closed_loop, load_client, outcome, timed
+from loadtest.generator import answered, closed_loop, load_client, outcome, timed
 from loadtest.procs import (
     LOOPBACK,
     ServerProcess,
@@ -275,30 +275,23 @@ async def poll_readyz(url: str, stop: asyncio.Event, every_s: float = 0.05) -> l
     return probes
 
 
+async def status_of(request: Any) -> tuple[str, str]:
+    """The status of an aiohttp request (``http.get(...)``, ``http.post(...)``) and the start
+    of its body."""
+    async with request as response:
+        return str(response.status), (await response.read())[:200].decode(errors="replace")
+
+
 async def http_get(http: aiohttp.ClientSession, url: str, door: str = "http") -> Outcome:
     """``GET url``; the outcome is its status, recorded under ``door``."""
-    sent = time.monotonic()
-    try:
-        async with http.get(url) as response:
-            await response.read()
-            status, detail = str(response.status), ""
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome(door, sent, time.monotonic(), status, detail)
+    return await answered(door, status_of(http.get(url)))
 
 
 async def post(
     http: aiohttp.ClientSession, path: str, body: bytes, headers: dict[str, str] | None = None
 ) -> Outcome:
-    sent = time.monotonic()
-    try:
-        headers = headers or {"Content-Type": "application/json"}
-        async with http.post(path, data=body, headers=headers) as response:
-            detail = (await response.read())[:200].decode(errors="replace")
-            status = str(response.status)
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
+    headers = headers or {"Content-Type": "application/json"}
+    return await answered("http", status_of(http.post(path, data=body, headers=headers)))
 
 
 async def grpc_raw(
@@ -322,16 +315,14 @@ async def health_status(target: str) -> Outcome:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    sent = time.monotonic()
-    try:
+    async def check() -> tuple[str, str]:
         async with grpc.aio.insecure_channel(target) as channel:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
             )
-        status, detail = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status), ""
-    except Exception as exc:  # noqa: BLE001
-        status, detail = classify(exc)
-    return Outcome("grpc", sent, time.monotonic(), status, detail)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status), ""
+
+    return await answered("grpc", check())
 
 
 async def wait_serving(target: str, timeout: float = 60.0) -> None:
@@ -371,28 +362,29 @@ async def slow_post(
     """A POST whose headers and first half of body arrive at once and the rest after
     ``release``: a request the server has accepted and still handles."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    sent = time.monotonic()
-    try:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        half = len(body) // 2
-        writer.write(head + body[:half])
-        await writer.drain()
-        started.put_nowait(None)
+
+    async def send() -> tuple[str, str]:
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            half = len(body) // 2
+            writer.write(head + body[:half])
+            await writer.drain()
+        finally:
+            started.put_nowait(None)
         await release.wait()
         writer.write(body[half:])
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 60)
         writer.close()
         status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "connection"
-        detail = answer.partition(b"\r\n\r\n")[2][:200].decode(errors="replace")
-    except Exception as exc:  # noqa: BLE001
-        started.put_nowait(None)
-        status, detail = classify(exc)
-    return Outcome("http", sent, time.monotonic(), status, detail)
+        return status, answer.partition(b"\r\n\r\n")[2][:200].decode(errors="replace")
+
+    return await answered("http", send())
 
 
 async def first_refusal(
