@@ -149,36 +149,27 @@ async def scenario_overload(server: Server, args: argparse.Namespace) -> Row:
 
 async def scenario_textcap(server: Server, args: argparse.Namespace) -> Row:
     model = "translator" if "translator" in args.models else "imdb"
-    rest_path, rest_body, friendly_path, friendly_body, grpc_body = payloads.big_text_requests(model)
+    rest_path, rest_body, friendly_path, friendly_body, grpc_body = payloads.big_text_requests(
+        model
+    )
+    target = server.grpc_target
+    requests = [  # each sent twice, while small requests run
+        (f"TF Serving REST {model}", {"413"}, lambda http: post(http, rest_path, rest_body)),
+        (
+            f"friendly {friendly_path}",
+            {"413"},
+            lambda http: post(http, friendly_path, friendly_body),
+        ),
+        (f"gRPC Predict {model}", {"RESOURCE_EXHAUSTED"}, lambda _: grpc_raw(target, grpc_body)),
+    ]
     cases: list[tuple[str, set[str], Outcome]] = []
     with CpuMeter(server.pid) as meter:
         async with background(server, "imdb", args.clients // 4 or 1) as load:
             await asyncio.sleep(2)
-            async with aiohttp.ClientSession(
-                server.url, timeout=aiohttp.ClientTimeout(total=60)
-            ) as http:
-                for _ in range(2):
-                    cases.append(
-                        (
-                            f"TF Serving REST {model}",
-                            {"413"},
-                            await post(http, rest_path, rest_body),
-                        )
-                    )
-                    cases.append(
-                        (
-                            f"friendly {friendly_path}",
-                            {"413"},
-                            await post(http, friendly_path, friendly_body),
-                        )
-                    )
-                    cases.append(
-                        (
-                            f"gRPC Predict {model}",
-                            {"RESOURCE_EXHAUSTED"},
-                            await grpc_raw(server.grpc_target, grpc_body),
-                        )
-                    )
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(server.url, timeout=timeout) as http:
+                for name, wanted, send in requests * 2:
+                    cases.append((name, wanted, await send(http)))
             await asyncio.sleep(2)
             small = await load.stop()
     return judge_cases(f"{payloads.BIG_TEXT_CHARS:,}-char text", cases, small, meter.other_cores)
@@ -226,6 +217,7 @@ async def scenario_sigterm(server: Server, args: argparse.Namespace) -> Row:
             for _ in range(half):
                 await started.get()
             grpc_requests(slow_model, slow_items)  # encoded before the clock starts
+            new_grpc = grpc_requests("imdb", 1)[0]
             calls = [
                 asyncio.create_task(timed("grpc", grpc_call(channels, n))) for n in range(half)
             ]
@@ -239,24 +231,22 @@ async def scenario_sigterm(server: Server, args: argparse.Namespace) -> Row:
                 connector=aiohttp.TCPConnector(force_close=True),
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as probe_http:
-                names = ("readyz", "health", "new http", "new grpc")
-                found = await asyncio.gather(
-                    first_refusal(
-                        lambda: http_get(probe_http, f"{server.url}/readyz"), {"503"}, signalled
-                    ),
-                    first_refusal(
-                        lambda: health_status(server.grpc_target), {"NOT_SERVING"}, signalled
-                    ),
-                    first_refusal(
-                        lambda: post(probe_http, payloads.PATHS["imdb"], body), {"503"}, signalled
-                    ),
-                    first_refusal(
-                        lambda: grpc_raw(server.grpc_target, grpc_requests("imdb", 1)[0], 5),
+                refusals = {  # what each probe must get at once after the signal
+                    "readyz": (lambda: http_get(probe_http, f"{server.url}/readyz"), {"503"}),
+                    "health": (lambda: health_status(server.grpc_target), {"NOT_SERVING"}),
+                    "new http": (lambda: post(probe_http, payloads.PATHS["imdb"], body), {"503"}),
+                    "new grpc": (
+                        lambda: grpc_raw(server.grpc_target, new_grpc, 5),
                         {"UNAVAILABLE"},
-                        signalled,
                     ),
+                }
+                found = await asyncio.gather(
+                    *(
+                        first_refusal(probe, refused, signalled)
+                        for probe, refused in refusals.values()
+                    )
                 )
-            probes = dict(zip(names, found, strict=True))
+            probes = dict(zip(refusals, found, strict=True))
             await asyncio.sleep(0.2)
             release.set()
             outcomes = list(await asyncio.gather(*in_flight))

@@ -25,10 +25,11 @@ Typical usage::
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import gevent
-from locust import FastHttpUser, TaskSet, between, events, tag, task
+from locust import FastHttpUser, TaskSet, between, events, tag
 from locust.env import Environment
 
 from loadtest import checks, payloads
@@ -75,9 +76,6 @@ class ModelTasks(TaskSet):
         self.interrupt(reschedule=False)
 
 
-# ------------------------------------------------------------------------------ HTTP
-
-
 def post_and_check(tasks: ModelTasks) -> None:
     """POSTs a pre-encoded realistic body to the model's endpoint and checks the answer."""
     model, items = tasks.model, random.choice(ITEMS)
@@ -95,160 +93,72 @@ def post_and_check(tasks: ModelTasks) -> None:
             response.failure(str(exc))
 
 
-@tag("imdb", "http")
-class ImdbHttp(ModelTasks):
-    model = "imdb"
-
-    @task
-    def sentiment(self) -> None:
-        post_and_check(self)
-        self.done()
-
-
-@tag("reuters", "http")
-class ReutersHttp(ModelTasks):
-    model = "reuters"
-
-    @task
-    def classify(self) -> None:
-        post_and_check(self)
-        self.done()
-
-
-@tag("cifar", "http")
-class CifarHttp(ModelTasks):
-    model = "cifar"
-
-    @task
-    def classify(self) -> None:
-        post_and_check(self)
-        self.done()
+# model -> (request name, the payload of n items, the typed client's call of it)
+GRPC_CALLS: dict[str, tuple[str, Callable[[int], Any], Callable[[Any, Any], Any]]] = {
+    "imdb": ("Predict imdb/predict_text", payloads.reviews, lambda c, b: c.sentiment(b)),
+    "reuters": (
+        "Predict reuters/predict_text",
+        payloads.newswires,
+        lambda c, b: c.classify_topic(b, top_k=payloads.TOP_K["reuters"]),
+    ),
+    "cifar": (
+        "Predict cifar/predict_images",
+        payloads.cifar_images,
+        lambda c, b: c.classify_image(b, "cifar", top_k=payloads.TOP_K["cifar"]),
+    ),
+    "mnist": (
+        "Predict mnist/predict_images",
+        payloads.mnist_images,
+        lambda c, b: c.classify_image(b, "mnist", top_k=payloads.TOP_K["mnist"]),
+    ),
+    "cosine": (  # one window per request, forecast HORIZON steps ahead
+        f"Predict cosine/forecast x{payloads.HORIZON}",
+        lambda _: payloads.window(),
+        lambda c, w: c.forecast(w, horizon=payloads.HORIZON),
+    ),
+    "translator": ("Predict translator/translate", payloads.sentences, lambda c, b: c.translate(b)),
+}
 
 
-@tag("mnist", "http")
-class MnistHttp(ModelTasks):
-    model = "mnist"
-
-    @task
-    def classify(self) -> None:
-        post_and_check(self)
-        self.done()
-
-
-@tag("cosine", "http")
-class CosineHttp(ModelTasks):
-    model = "cosine"
-
-    @task
-    def forecast(self) -> None:
-        post_and_check(self)
-        self.done()
+def call_and_check(tasks: ModelTasks) -> None:
+    """Sends the model's payload through the typed gRPC client and checks the answer."""
+    name, payload, method = GRPC_CALLS[tasks.model]
+    items = 1 if tasks.model == "cosine" else random.choice(ITEMS)
+    client = tasks.user.client
+    tasks.user.predict(
+        tasks.model, name, lambda batch: method(client, batch), payload(items), items
+    )
 
 
-@tag("translator", "http")
-class TranslatorHttp(ModelTasks):
-    model = "translator"
+def task_set(model: str, protocol: str) -> type[ModelTasks]:
+    """The task set of ``model`` over ``protocol`` (``http`` or ``grpc``), tagged with both."""
+    send = post_and_check if protocol == "http" else call_and_check
 
-    @task
-    def translate(self) -> None:
-        post_and_check(self)
-        self.done()
+    def visit(tasks: ModelTasks) -> None:
+        send(tasks)
+        tasks.done()
+
+    class Tasks(ModelTasks):
+        tasks = [visit]  # noqa: RUF012 (Locust's API)
+
+    Tasks.model = model
+    Tasks.__name__ = Tasks.__qualname__ = f"{model.capitalize()}{protocol.capitalize()}"
+    return tag(model, protocol)(Tasks)
 
 
 class HttpModelUser(FastHttpUser):
     """Every model through the friendly JSON endpoints."""
 
     wait_time = between(0.05, 0.3)
-    tasks = {  # noqa: RUF012 (Locust's API: task set -> weight)
-        ImdbHttp: WEIGHTS["imdb"],
-        ReutersHttp: WEIGHTS["reuters"],
-        CifarHttp: WEIGHTS["cifar"],
-        MnistHttp: WEIGHTS["mnist"],
-        CosineHttp: WEIGHTS["cosine"],
-        TranslatorHttp: WEIGHTS["translator"],
-    }
+    tasks = {task_set(model, "http"): weight for model, weight in WEIGHTS.items()}  # noqa: RUF012
     network_timeout = connection_timeout = 30.0
-
-
-# ------------------------------------------------------------------------------ gRPC
-
-
-@tag("imdb", "grpc")
-class ImdbGrpc(ModelTasks):
-    @task
-    def sentiment(self) -> None:
-        texts = payloads.reviews(random.choice(ITEMS))
-        self.user.predict(
-            "imdb", "Predict imdb/predict_text", self.user.client.sentiment, texts, len(texts)
-        )
-        self.done()
-
-
-@tag("reuters", "grpc")
-class ReutersGrpc(ModelTasks):
-    @task
-    def classify(self) -> None:
-        client, texts = self.user.client, payloads.newswires(random.choice(ITEMS))
-        method = lambda batch: client.classify_topic(batch, top_k=payloads.TOP_K["reuters"])
-        self.user.predict("reuters", "Predict reuters/predict_text", method, texts, len(texts))
-        self.done()
-
-
-@tag("cifar", "grpc")
-class CifarGrpc(ModelTasks):
-    @task
-    def classify(self) -> None:
-        client, images = self.user.client, payloads.cifar_images(random.choice(ITEMS))
-        method = lambda batch: client.classify_image(batch, "cifar", top_k=payloads.TOP_K["cifar"])
-        self.user.predict("cifar", "Predict cifar/predict_images", method, images, len(images))
-        self.done()
-
-
-@tag("mnist", "grpc")
-class MnistGrpc(ModelTasks):
-    @task
-    def classify(self) -> None:
-        client, images = self.user.client, payloads.mnist_images(random.choice(ITEMS))
-        method = lambda batch: client.classify_image(batch, "mnist", top_k=payloads.TOP_K["mnist"])
-        self.user.predict("mnist", "Predict mnist/predict_images", method, images, len(images))
-        self.done()
-
-
-@tag("cosine", "grpc")
-class CosineGrpc(ModelTasks):
-    @task
-    def forecast(self) -> None:
-        client = self.user.client
-        method = lambda window: client.forecast(window, horizon=payloads.HORIZON)
-        name = f"Predict cosine/forecast x{payloads.HORIZON}"
-        self.user.predict("cosine", name, method, payloads.window(), 1)
-        self.done()
-
-
-@tag("translator", "grpc")
-class TranslatorGrpc(ModelTasks):
-    @task
-    def translate(self) -> None:
-        sentences = payloads.sentences(random.choice(ITEMS))
-        method = self.user.client.translate
-        self.user.predict(
-            "translator", "Predict translator/translate", method, sentences, len(sentences)
-        )
-        self.done()
 
 
 class GrpcModelUser(GrpcUser):
     """Every model through TF Serving's ``PredictionService/Predict``."""
 
     wait_time = between(0.05, 0.3)
-    tasks = {  # noqa: RUF012 (Locust's API: task set -> weight)
-        ImdbGrpc: WEIGHTS["imdb"],
-        ReutersGrpc: WEIGHTS["reuters"],
-        CifarGrpc: WEIGHTS["cifar"],
-        MnistGrpc: WEIGHTS["mnist"],
-        CosineGrpc: WEIGHTS["cosine"],
-        TranslatorGrpc: WEIGHTS["translator"],
-    }
+    tasks = {task_set(model, "grpc"): weight for model, weight in WEIGHTS.items()}  # noqa: RUF012
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,23 +50,11 @@ def parse_duration(text: str) -> float:
     Raises:
         ValueError: not a duration.
     """
-    text = text.strip().lower()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    seconds, number = 0.0, ""
-    for char in text:
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in "hms" and number:
-            seconds += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
-            number = ""
-        else:
-            raise ValueError(f"not a duration: {text!r} (e.g. 30m, 90s, 1h)")
-    if number or seconds <= 0:
+    number = r"(\d+(?:\.\d*)?)"
+    parts = re.fullmatch(f"(?:{number}h)?(?:{number}m)?(?:{number}s?)?", text.strip().lower())
+    if not parts or not any(parts.groups()):
         raise ValueError(f"not a duration: {text!r} (e.g. 30m, 90s, 1h)")
-    return seconds
+    return sum(float(n) * unit for n, unit in zip(parts.groups(), (3600, 60, 1)) if n)
 
 
 @dataclass
@@ -305,27 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     with serve(args.models, workers, prefix.with_name("soak-serve.log"), args.buckets) as server:
         asyncio.run(wait_serving(server.grpc_target))
         command = [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(ROOT / "loadtest" / "locustfile.py"),
-            "--headless",
-            "--host",
-            server.url,
-            "--grpc-host",
-            server.grpc_target,
-            "--users",
-            str(args.users),
-            "--spawn-rate",
-            str(args.spawn_rate),
-            "--run-time",
-            f"{int(args.duration_s)}s",
-            "--csv",
-            str(prefix),
-            "--csv-full-history",
-            "--only-summary",
-            "--stop-timeout",
-            "30",
-        ]
+            str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "loadtest" / "locustfile.py"),
+            "--headless", "--host", server.url, "--grpc-host", server.grpc_target,
+            "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
+            "--run-time", f"{int(args.duration_s)}s", "--csv", str(prefix), "--csv-full-history",
+            "--only-summary", "--stop-timeout", "30",
+        ]  # fmt: skip
         if set(args.models) != set(ALL_MODELS):  # only the served models' task sets
             command += ["--tags", *args.models]
         print(
