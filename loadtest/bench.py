@@ -88,72 +88,65 @@ FULL = {
 }
 
 
-def _csv(kind: type, raw: str) -> tuple[Any, ...]:
-    return tuple(kind(v.strip()) for v in raw.split(",") if v.strip())
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in raw.split(",") if v.strip())
+
+
+def _ints(raw: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in _names(raw))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)"
+    add = parser.add_argument
+    add(
+        "--models",
+        type=_names,
+        default=MODELS,
+        help=f"comma-separated (default: {','.join(MODELS)})",
     )
-    parser.add_argument(
+    add(
         "--modes",
-        default=",".join(DEFAULT_MODES),
-        help=f"comma-separated (default: %(default)s; peers: {','.join(peers.NAMES)})",
+        type=_names,
+        default=DEFAULT_MODES,
+        help=f"comma-separated (default: {','.join(DEFAULT_MODES)}; peers: {','.join(peers.NAMES)})",
     )
-    parser.add_argument("--url", help="a running service (default: start bentoml serve)")
-    parser.add_argument(
-        "--grpc", help="its gRPC target host:port (default: --url's host, port 8500)"
-    )
-    parser.add_argument(
+    add("--url", help="a running service (default: start bentoml serve)")
+    add("--grpc", help="its gRPC target host:port (default: --url's host, port 8500)")
+    add(
         "--serve-models",
         default="all",
         help="models the started service loads ('all': the six; RSS is measured with them)",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="a short smoke run: concurrency 1,8, 1.5 s windows"
+    add("--quick", action="store_true", help="a short smoke run: concurrency 1,8, 1.5 s windows")
+    add("--concurrency", type=_ints, help="comma-separated (default: 1,8,32,64)")
+    add("--items", type=_ints, default=(1, 32), help="items per request (default: 1,32)")
+    add(
+        "--items-concurrency",
+        type=_ints,
+        help="concurrency of runs with more than one item (default: 1,8)",
     )
-    parser.add_argument("--concurrency", help="comma-separated (default: 1,8,32,64)")
-    parser.add_argument(
-        "--items", default="1,32", help="items per request, comma-separated (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--items-concurrency", help="concurrency of runs with more than one item (default: 1,8)"
-    )
-    parser.add_argument("--layers-concurrency", type=int, help="clients of the layers rows (64)")
-    parser.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
-    parser.add_argument(
-        "--warmup", type=float, help="unmeasured seconds before each run (default 2)"
-    )
-    parser.add_argument("--batch-sizes", help="ceiling batch sizes (default 1,2,...,128)")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
-    parser.add_argument(
+    add("--layers-concurrency", type=int, help="clients of the layers rows (64)")
+    add("--duration", type=float, help="measured seconds per run (default 10)")
+    add("--warmup", type=float, help="unmeasured seconds before each run (default 2)")
+    add("--batch-sizes", type=_ints, help="ceiling batch sizes (default 1,2,...,128)")
+    add("--out", type=Path, default=ROOT / "reports" / "bench.json")
+    add(
         "--exports", type=Path, default=ROOT / "exports", help="where missing models are trained to"
     )
     args = parser.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    args.models = _csv(str, args.models)
-    args.modes = _csv(str, args.modes)
     unknown = set(args.modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
-    args.concurrency = _csv(int, args.concurrency) if args.concurrency else preset["concurrency"]
-    args.items = _csv(int, args.items)
-    args.items_concurrency = (
-        _csv(int, args.items_concurrency) if args.items_concurrency else preset["items_concurrency"]
-    )
-    args.layers_concurrency = args.layers_concurrency or preset["layers_concurrency"]
-    args.serve_models = ALL_MODELS if args.serve_models == "all" else _csv(str, args.serve_models)
-    args.serve_models = tuple(dict.fromkeys((*args.serve_models, *args.models)))
-    args.duration = args.duration if args.duration is not None else preset["duration"]
-    args.warmup = args.warmup if args.warmup is not None else preset["warmup"]
-    args.batch_sizes = _csv(int, args.batch_sizes) if args.batch_sizes else preset["batch_sizes"]
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    serve_models = ALL_MODELS if args.serve_models == "all" else _names(args.serve_models)
+    args.serve_models = tuple(dict.fromkeys((*serve_models, *args.models)))
     # The ceiling at every request size, for the items-per-request ratio.
     args.batch_sizes = tuple(sorted({*args.batch_sizes, *args.items}))
-    args.ceiling_seconds = preset["ceiling_seconds"]
     if args.url and not args.grpc:
         args.grpc = f"{urlsplit(args.url).hostname or LOOPBACK}:8500"
     return args
@@ -187,16 +180,8 @@ def ensure_models(models: tuple[str, ...], exports: Path) -> list[str]:
             f"The BentoML store ({store}) has no {model}: training a quick synthetic one.",
             flush=True,
         )
-        command = [
-            sys.executable,
-            "-m",
-            "training",
-            model,
-            "--synthetic",
-            "--quick",
-            "--out",
-            str(exports),
-        ]
+        command = [sys.executable, "-m", "training", model, "--synthetic", "--quick"]
+        command += ["--out", str(exports)]
         subprocess.run(command, cwd=ROOT, env=child_env(), check=True)
     return missing
 
