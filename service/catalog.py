@@ -12,6 +12,8 @@ Typical usage::
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 from dataclasses import dataclass
@@ -106,12 +108,12 @@ class ModelInfo:
             vocab_size=int(vocab) if vocab else None,
         )
 
-    @property
+    @functools.cached_property  # read on every request; ModelInfo never changes
     def user_signature(self) -> str | None:
         """The signature taking what a person has (raw text, uint8 images, ...)."""
         return next((s for s in self.signatures if s in USER_SIGNATURES), None)
 
-    @property
+    @functools.cached_property
     def kind(self) -> str | None:
         """``text``, ``image``, ``window``, ``sentences`` or ``None`` for other exports."""
         user = self.user_signature

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "conn-test-token"
 ADMIN = "conn-test-admin"
 HEADER_TIMEOUT_S = 2.0
+REQUEST_TIMEOUT_S = 3
 MAX_CONNECTIONS = 3
 WINDOW_BODY = {"window": [0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "horizon": 1}
 
@@ -233,7 +234,8 @@ def test_an_idle_connection_is_closed_and_an_aged_one_replaced_without_failures(
 
 @pytest.fixture(scope="module")
 def guarded(trained_store, server_factory, tmp_path_factory):
-    """cosine, one worker, a 2 s header timeout, 3 connections, inference and admin tokens."""
+    """cosine, one worker, a 2 s header timeout, a 3 s request timeout, 3 connections,
+    inference and admin tokens."""
     log = tmp_path_factory.mktemp("guarded") / "serve.log"
     with server_factory(
         trained_store,
@@ -242,6 +244,7 @@ def guarded(trained_store, server_factory, tmp_path_factory):
         SERVICE_WORKERS="1",
         SERVICE_BATCH_BUCKETS="1,4",
         SERVICE_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        SERVICE_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
         SERVICE_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
         SERVICE_AUTH_TOKENS=f"other-token,{TOKEN}",
         SERVICE_ADMIN_TOKEN=ADMIN,
@@ -299,6 +302,29 @@ def test_a_connection_trickling_its_headers_is_closed_after_the_timeout(guarded)
     with socket.create_connection(_address(guarded.url), timeout=10) as silent:
         assert _closed_within(silent, 30) if False else _silent_closed(silent, 30)
     assert _get(guarded.url, "/livez") == 200  # complete requests are untouched
+
+
+@pytest.mark.parametrize("path", ["/cosine/forecast", "/v1/models/cosine:predict"])
+def test_a_body_trickled_past_the_request_timeout_gets_504(guarded, path) -> None:
+    """The hot routes run outside BentoML's middleware (service.http_router.outside_bentoml),
+    and still keep its ``SERVICE_TIMEOUT_S``: a body that never completes is answered."""
+    _wait_for_a_slot(guarded.url)
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n"
+        "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"
+    )
+    answer = b""
+    with socket.create_connection(_address(guarded.url), timeout=10) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.3)
+        deadline = time.monotonic() + 30  # generous: the machine is shared
+        while time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+            try:
+                answer += sock.recv(4096)
+            except TimeoutError:
+                sock.sendall(b" ")  # one byte every 0.3 s: the body never completes
+    assert answer.startswith(b"HTTP/1.1 504"), answer[:200]
+    assert _get(guarded.url, "/livez") == 200
 
 
 def _silent_closed(sock: socket.socket, seconds: float) -> bool:
