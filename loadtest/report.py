@@ -340,7 +340,7 @@ def _peers_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> list
     if not any(r["mode"] in PEERS for r in records):
         return []
     columns = ["model", "c", "server", "items/s", "p50 ms", "p99 ms", "errors", "server ms/req",
-               "x naive", "friendly JSON / it"]  # fmt: skip
+               "x naive", "friendly JSON / peer"]  # fmt: skip
     lines = ["", "Peers (loadtest.peers: the same SavedModel, one review per request):", ""]
     rows = []
     for r in records:

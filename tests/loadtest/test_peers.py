@@ -48,7 +48,7 @@ def test_a_venv_with_the_same_pins_is_reused(tmp_path):
 
 def test_peer_model_answers_as_the_friendly_door(trained_store, reference):
     assert peer_model.SIGNATURE == PREDICT_TEXT_SIGNATURE
-    predict = peer_model.load(str(trained_store.export_path("imdb")))
+    predict = peer_model.load(str(trained_store.export_path("imdb")), warm_up=3)
     texts = ["a fine film", "dull and far too long", "the cast is brilliant"]
     results = predict(texts)
     checks.check("imdb", checks.from_json("imdb", {"results": results}), items=3)
@@ -109,3 +109,10 @@ def test_a_peer_that_does_not_start_is_a_note_not_the_end_of_the_run(tmp_path, m
     (note,) = notes
     assert note.startswith("peer litserve skipped:") and "exited with 3" in note
     assert "no model here" in note  # the log's tail says why
+
+
+def test_every_peer_batches_up_to_the_size_its_model_is_warmed_at():
+    for server in ("bentoml_peer.py", "litserve_peer.py", "rayserve_peer.py"):
+        source = (ROOT / "loadtest" / "peers" / server).read_text()
+        sizes = set(re.findall(r"max_batch_size=(\d+)", source))
+        assert sizes == {str(peer_model.MAX_BATCH_SIZE)}, server
