@@ -23,6 +23,9 @@ from service.served_model import State, request_deadline
 from service.versions import ConfigError, parse_config
 
 SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1, poll_s=0)
+# The version, label and reload tests load cosine over and over: one bucket and no XLA keep
+# each load short (XLA and the buckets are the predictor's tests and the live server's).
+VERSIONS = replace(SETTINGS, buckets=(1,), xla="0")
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -149,7 +152,7 @@ def test_a_model_that_fails_to_load_is_reported_not_ready(trained_store, tmp_pat
             )
         }
     }
-    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    engine = run(_started(Engine(VERSIONS, lambda: stored, ["cosine"])))
     [(_, state, error)] = engine.models["cosine"].status()
     assert state == "END" and error and not engine.ready
     # What clients see (status, 503 bodies): one line, the error class, no path of ours.
@@ -162,7 +165,7 @@ def test_a_model_that_fails_to_load_is_reported_not_ready(trained_store, tmp_pat
 
 def test_a_new_version_replaces_the_old_once_warm_and_the_old_unloads(trained_store, run):
     stored = {"cosine": {1: _stored(trained_store, "cosine", 1)}}
-    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    engine = run(_started(Engine(VERSIONS, lambda: stored, ["cosine"])))
     old = engine.model("cosine")
     assert old.info.version == 1
     stored["cosine"][2] = _stored(trained_store, "cosine", 2)
@@ -186,7 +189,7 @@ def test_a_new_version_replaces_the_old_once_warm_and_the_old_unloads(trained_st
 
 def test_a_broken_new_version_never_replaces_a_working_one(trained_store, tmp_path, run):
     stored = {"cosine": {1: _stored(trained_store, "cosine", 1)}}
-    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"])))
+    engine = run(_started(Engine(VERSIONS, lambda: stored, ["cosine"])))
     broken = _broken_copy(trained_store, "cosine", tmp_path)
     stored["cosine"][2] = _stored(trained_store, "cosine", 2, path=broken)
     run(engine.poll())
@@ -206,7 +209,7 @@ def test_all_versions_with_labels_and_a_reload_moving_a_label(trained_store, run
     config = parse_config(
         {"models": {"cosine": {"versions": "all", "labels": {"stable": 1, "canary": 2}}}}
     )
-    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"], config)))
+    engine = run(_started(Engine(VERSIONS, lambda: stored, ["cosine"], config)))
     assert engine.model("cosine").info.version == 2  # the default is the latest
     assert engine.model("cosine", 1).info.version == 1
     assert engine.model("cosine", label="stable").info.version == 1
@@ -278,7 +281,7 @@ def test_a_poll_that_read_the_store_before_a_reload_does_not_undo_it(trained_sto
         return stored
 
     config = parse_config({"models": {"cosine": {"versions": "all", "labels": {"stable": 1}}}})
-    engine = run(_started(Engine(SETTINGS, source, ["cosine"], config)))
+    engine = run(_started(Engine(VERSIONS, source, ["cosine"], config)))
 
     async def race() -> None:
         poll = asyncio.create_task(engine.poll())
@@ -302,7 +305,7 @@ def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
     config_file = tmp_path / "models.yaml"
     config_file.write_text("models:\n  cosine:\n    versions: all\n    labels: {stable: 1}\n")
     shared = tmp_path / "shared.json"
-    settings = replace(SETTINGS, model_config=str(config_file), poll_s=0.2)
+    settings = replace(VERSIONS, model_config=str(config_file), poll_s=0.2)
     first, second = (
         run(_started(Engine(settings, lambda: stored, ["cosine"], shared_config=shared)))
         for _ in range(2)
@@ -338,7 +341,7 @@ def test_a_reload_reaches_the_other_workers_and_the_config_file_is_watched(
 def test_a_version_removed_from_the_store_is_unloaded(trained_store, run):
     stored = {"cosine": {v: _stored(trained_store, "cosine", v) for v in (1, 2)}}
     config = parse_config({"models": {"cosine": {"versions": "all"}}})
-    engine = run(_started(Engine(SETTINGS, lambda: stored, ["cosine"], config)))
+    engine = run(_started(Engine(VERSIONS, lambda: stored, ["cosine"], config)))
     retired = engine.models["cosine"].versions[2]
     del stored["cosine"][2]
     run(engine.poll())
@@ -348,7 +351,7 @@ def test_a_version_removed_from_the_store_is_unloaded(trained_store, run):
 
 
 def test_a_missing_config_file_stops_the_start(tmp_path, run):
-    settings = replace(SETTINGS, model_config=str(tmp_path / "missing.yaml"))
+    settings = replace(VERSIONS, model_config=str(tmp_path / "missing.yaml"))
     engine = Engine(settings, dict, ["cosine"])
 
     async def start():
