@@ -4,7 +4,8 @@
 into a temporary ``BENTOML_HOME``; ``server`` starts ``bentoml serve`` from the repository
 root against that store (the load tests' launcher, :func:`loadtest.live_server.serve`), on
 free loopback ports, waits for ``/readyz`` and always stops the whole process group and any
-orphaned worker afterwards, even when a test fails.
+orphaned worker afterwards, even when a test fails. ``pki`` is the throwaway certificates
+of every TLS test (gRPC TLS and mutual TLS, HTTPS).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import typing as t
@@ -37,6 +39,28 @@ class TrainedStore:
     def export_path(self, model: str) -> Path:
         versions = sorted((self.exports / model).iterdir(), key=lambda p: int(p.name))
         return versions[-1]
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Throwaway PEM files: a CA; a server certificate it signed for ``localhost`` and
+    ``127.0.0.1``; a client certificate it signed; a "rogue" self-signed client certificate
+    no CA here vouches for."""
+
+    ca: Path
+    server: Path  # certificate; the key is server_key
+    server_key: Path
+    client: Path
+    client_key: Path
+    rogue: Path
+    rogue_key: Path
+
+    @classmethod
+    def in_folder(cls, d: Path) -> Pki:
+        return cls(
+            d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem",
+            d / "client.key", d / "rogue.pem", d / "rogue.key",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,35 @@ def start_server(
         assert server.process.proc is not None
         running = RunningServer(server.url, server.grpc_port, log, store, server.pid)
         yield running, server.process.proc
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The certificates of :class:`Pki`, made once per session with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    d = tmp_path_factory.mktemp("pki")
+    key = ("-newkey", "rsa:2048", "-nodes", "-days", "1")
+    _openssl("req", "-x509", *key, "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem",
+             cwd=d)  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for name, extension in extensions.items():
+        _openssl("req", "-new", *key[:3], "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        (d / f"{name}.ext").write_text(extension)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+                 cwd=d)  # fmt: skip
+    _openssl("req", "-x509", *key, "-subj", "/CN=rogue", "-keyout", "rogue.key",
+             "-out", "rogue.pem", cwd=d)  # fmt: skip
+    return Pki.in_folder(d)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -143,25 +141,16 @@ def test_parse_target_rejects_http() -> None:
 
 
 @pytest.fixture(scope="module")
-def tls_target(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """A TLS gRPC server with a throwaway self-signed certificate for localhost."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    tmp = tmp_path_factory.mktemp("tls")
-    key, cert = tmp / "key.pem", tmp / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+def tls_target(pki) -> Iterator[tuple[str, Path]]:
+    """A TLS gRPC server with a certificate for localhost, and the CA that signed it."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = FakeTFServing()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
-    credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    pair = (pki.server_key.read_bytes(), pki.server.read_bytes())
+    credentials = grpc.ssl_server_credentials([pair])
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
-    yield f"127.0.0.1:{port}", cert
+    yield f"127.0.0.1:{port}", pki.ca
     server.stop(grace=None)
 
 

@@ -4,35 +4,24 @@ tokens on every door (HTTP middleware, gRPC interceptor), the open probes, and t
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import subprocess
-import threading
-from pathlib import Path
-from collections.abc import Callable, Iterator
-
 import grpc
 import pytest
+from grpc_fakes import WINDOW, predict_request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from test_grpc_inprocess import WINDOW, FakeModel, _predict_request
 
 from clients import errors as client_errors
 from clients.grpc import Client as GrpcClient
 from clients.http import Client as HttpClient
 from service import auth
 from service import grpc_server as gs
-from service.errors import ModelNotFound
-from service.grpc_codec import Limits
-from service.grpc_servicers import Models
 from service.model_versions import ModelVersions
 from service.versions import (
     ConfigError,
     ModelConfig,
-    ServingConfig,
     load_model_config,
     parse_config,
 )
@@ -173,56 +162,6 @@ def test_http_is_open_without_tokens() -> None:
 # ---------------------------------------------------------------- gRPC: interceptor + admin
 
 
-@pytest.fixture
-def start() -> Iterator[Callable[..., tuple[str, FakeModel, list]]]:
-    """``start(auth_settings)``: a GrpcServer over a fake cosine model whose reloads are
-    recorded; returns (target, model, reloads)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    servers = []
-
-    def run(coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
-
-    def starter(settings: auth.AuthSettings, grpc_settings: gs.GrpcSettings | None = None):
-        model = FakeModel()
-        model.ready = True
-        reloads: list[ServingConfig] = []
-
-        def resolve(name, version, label=None):
-            if name != "cosine":
-                raise ModelNotFound(f"model '{name}' is not served")
-            return model
-
-        async def reload(config: ServingConfig) -> None:
-            reloads.append(config)
-
-        async def build() -> gs.GrpcServer:
-            models = Models(
-                {"cosine": model},
-                resolve,
-                Limits(max_rows=4, max_bytes=64 * 1024),
-                reload=reload,
-                auth=settings,
-            )
-            server = gs.GrpcServer(
-                models, grpc_settings or gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=1)
-            )
-            await server.start()
-            return server
-
-        server = run(build())
-        servers.append(server)
-        return f"127.0.0.1:{server.port}", model, reloads
-
-    yield starter
-    for server in servers:
-        run(server.stop())
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
-
 def _reload_request() -> model_management_pb2.ReloadConfigRequest:
     from clients.model_config import model_server_config
 
@@ -231,8 +170,9 @@ def _reload_request() -> model_management_pb2.ReloadConfigRequest:
     )
 
 
-def test_reload_is_permission_denied_without_an_admin_token_configured(start) -> None:
-    target, _, reloads = start(auth.AuthSettings())
+def test_reload_is_permission_denied_without_an_admin_token_configured(fake_grpc) -> None:
+    served = fake_grpc(auth=auth.AuthSettings(), ready=True)
+    target, reloads = served.target, served.reloads
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as caught:
         model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
             _reload_request(), timeout=5, metadata=(("authorization", "Bearer anything"),)
@@ -242,8 +182,9 @@ def test_reload_is_permission_denied_without_an_admin_token_configured(start) ->
     assert reloads == []
 
 
-def test_reload_needs_the_admin_token_from_a_stock_stub_and_from_the_client(start) -> None:
-    target, _, reloads = start(auth.AuthSettings(admin_token=ADMIN))
+def test_reload_needs_the_admin_token_from_a_stock_stub_and_from_the_client(fake_grpc) -> None:
+    served = fake_grpc(auth=auth.AuthSettings(admin_token=ADMIN), ready=True)
+    target, reloads = served.target, served.reloads
     with grpc.insecure_channel(target) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         for metadata in (None, (("authorization", "Bearer wrong"),)):
@@ -263,8 +204,8 @@ def test_reload_needs_the_admin_token_from_a_stock_stub_and_from_the_client(star
     assert len(reloads) == 2
 
 
-def test_every_grpc_door_needs_a_token_but_health(start) -> None:
-    target, _, _ = start(auth.AuthSettings(admin_token=ADMIN, tokens=TOKENS))
+def test_every_grpc_door_needs_a_token_but_health(fake_grpc) -> None:
+    target = fake_grpc(auth=auth.AuthSettings(admin_token=ADMIN, tokens=TOKENS), ready=True).target
     bearer = (("authorization", "Bearer t0ken-a"),)
     with grpc.insecure_channel(target) as channel:
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -273,7 +214,7 @@ def test_every_grpc_door_needs_a_token_but_health(start) -> None:
             model_spec={"name": "cosine"}, metadata_field=["signature_def"]
         )
         calls = {
-            "Predict": lambda m: prediction.Predict(_predict_request(), timeout=5, metadata=m),
+            "Predict": lambda m: prediction.Predict(predict_request(), timeout=5, metadata=m),
             "GetModelMetadata": lambda m: prediction.GetModelMetadata(
                 metadata_request, timeout=5, metadata=m
             ),
@@ -332,64 +273,32 @@ def test_http_client_sends_its_token() -> None:
 # ---------------------------------------------------------------- mutual TLS
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A CA, a server certificate for localhost and a client certificate it signed, and a
-    client certificate of another (self-signed) CA; generated here with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    d = tmp_path_factory.mktemp("pki")
-    key = ("-newkey", "rsa:2048", "-nodes")
-    _openssl("req", "-x509", *key, "-days", "1", "-subj", "/CN=test-ca", "-keyout", "ca.key",
-             "-out", "ca.pem", cwd=d)  # fmt: skip
-    for name, cn in (("server", "localhost"), ("client", "a-client")):
-        _openssl("req", *key, "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 cwd=d)  # fmt: skip
-        (d / f"{name}.ext").write_text(
-            "subjectAltName=DNS:localhost\n" if name == "server" else "extendedKeyUsage=clientAuth\n"
-        )
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
-                 cwd=d)  # fmt: skip
-    _openssl("req", "-x509", *key, "-days", "1", "-subj", "/CN=rogue", "-keyout", "rogue.key",
-             "-out", "rogue.pem", cwd=d)  # fmt: skip
-    return d
-
-
-def test_mutual_tls_needs_a_client_certificate_the_ca_signed(start, pki) -> None:
+def test_mutual_tls_needs_a_client_certificate_the_ca_signed(fake_grpc, pki) -> None:
     settings = gs.GrpcSettings(
         host="127.0.0.1",
         port=0,
         grace_s=1,
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key",
-        tls_ca=pki / "ca.pem",
+        tls_cert=pki.server,
+        tls_key=pki.server_key,
+        tls_ca=pki.ca,
     )
-    target, _, _ = start(auth.AuthSettings(), settings)
-    common = {"root_certificates": pki / "ca.pem", "tls_server_name": "localhost", "retry": 1}
+    target = fake_grpc(settings, auth=auth.AuthSettings(), ready=True).target
+    common = {"root_certificates": pki.ca, "tls_server_name": "localhost", "retry": 1}
     with GrpcClient(
         f"grpcs://{target}",
-        client_certificate=pki / "client.pem",
-        client_key=pki / "client.key",
+        client_certificate=pki.client,
+        client_key=pki.client_key,
         timeout=10,
         **common,
     ) as client:
         assert client.forecast(WINDOW[0].tolist()).values
-    for certificate in (None, "rogue"):  # no certificate, or one the CA did not sign
-        extra = (
-            {"client_certificate": pki / f"{certificate}.pem", "client_key": pki / f"{certificate}.key"}
-            if certificate
-            else {}
-        )
+    rogue = {"client_certificate": pki.rogue, "client_key": pki.rogue_key}
+    for extra in ({}, rogue):  # no certificate, or one the CA did not sign
         with GrpcClient(f"grpcs://{target}", timeout=5, **common, **extra) as client:
             with pytest.raises(client_errors.ClientError):
                 client.forecast(WINDOW[0].tolist())
     with pytest.raises(ValueError, match="go together"):
-        GrpcClient(f"grpcs://{target}", client_certificate=pki / "client.pem")
+        GrpcClient(f"grpcs://{target}", client_certificate=pki.client)
 
 
 # ---------------------------------------------------------------- SERVICE_MAX_VERSIONS

@@ -6,21 +6,16 @@ through BentoML's ``--ssl-*`` options."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import socket
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 import uvicorn.config
-from test_grpc_inprocess import FakeModel, _predict_request
+from grpc_fakes import FakeModel, predict_request
 
 from clients import errors as client_errors
 from clients.grpc import Client as GrpcClient
@@ -28,9 +23,6 @@ from clients.http import Client as HttpClient
 from loadtest.procs import free_port
 from service import connections
 from service import grpc_server as gs
-from service.errors import ModelNotFound
-from service.grpc_codec import Limits
-from service.grpc_servicers import Models
 from tfserving_api._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -152,56 +144,22 @@ class CountingModel(FakeModel):
             self.now -= 1
 
 
-@pytest.fixture
-def grpc_server() -> Iterator:
-    """``start(settings) -> (target, model)``: a GrpcServer in a background loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    servers = []
-
-    def run(coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
-
-    def start(settings: gs.GrpcSettings):
-        model = CountingModel()
-
-        def resolve(name, version, label=None):
-            if name != "cosine":
-                raise ModelNotFound(f"model '{name}' is not served")
-            return model
-
-        async def build():
-            models = Models({"cosine": model}, resolve, Limits(max_rows=4, max_bytes=1 << 16))
-            server = gs.GrpcServer(models, settings)
-            await server.start()
-            return server
-
-        servers.append(run(build()))
-        return f"127.0.0.1:{servers[-1].port}", model
-
-    yield start
-    for server in servers:
-        run(server.stop(0))
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
-
-def test_max_concurrent_streams_queues_the_calls_of_one_connection(grpc_server) -> None:
-    target, model = grpc_server(
-        gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=0, max_concurrent_streams=1)
-    )
+def test_max_concurrent_streams_queues_the_calls_of_one_connection(fake_grpc) -> None:
+    settings = gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=0, max_concurrent_streams=1)
+    model = CountingModel()
+    target = fake_grpc(settings, model=model).target
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        calls = [stub.Predict.future(_predict_request(), timeout=30) for _ in range(3)]
+        calls = [stub.Predict.future(predict_request(), timeout=30) for _ in range(3)]
         assert all(call.result().outputs["forecast"] for call in calls)
     assert model.most == 1
 
 
 def test_an_idle_connection_is_closed_and_an_aged_one_replaced_without_failures(
-    grpc_server,
+    fake_grpc,
 ) -> None:
-    target, model = grpc_server(
+    model = CountingModel()
+    target = fake_grpc(
         gs.GrpcSettings(
             host="127.0.0.1",
             port=0,
@@ -209,12 +167,13 @@ def test_an_idle_connection_is_closed_and_an_aged_one_replaced_without_failures(
             max_connection_idle_s=0.5,
             max_connection_age_s=0.7,
             max_connection_age_grace_s=2.0,
-        )
-    )
+        ),
+        model=model,
+    ).target
     model.delay = 0.05
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        stub.Predict(_predict_request(), timeout=10)
+        stub.Predict(predict_request(), timeout=10)
         # Idle: the server sends GOAWAY and the channel goes back to IDLE by itself.
         deadline = time.monotonic() + 20
         while channel._channel.check_connectivity_state(False) != 0:  # 0 = IDLE
@@ -224,7 +183,7 @@ def test_an_idle_connection_is_closed_and_an_aged_one_replaced_without_failures(
         until = time.monotonic() + 3
         answered = 0
         while time.monotonic() < until:
-            assert stub.Predict(_predict_request(), timeout=10).outputs["forecast"]
+            assert stub.Predict(predict_request(), timeout=10).outputs["forecast"]
             answered += 1
     assert answered > 3
 
@@ -379,10 +338,10 @@ def test_friendly_json_and_grpc_need_a_token_on_the_real_server(guarded) -> None
     with grpc.insecure_channel(target) as channel:  # a stock TF Serving stub
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(_predict_request(), timeout=30)
+            stub.Predict(predict_request(), timeout=30)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         bearer = (("authorization", f"Bearer {TOKEN}"),)
-        assert stub.Predict(_predict_request(), timeout=30, metadata=bearer).outputs
+        assert stub.Predict(predict_request(), timeout=30, metadata=bearer).outputs
     with GrpcClient(target, retry=1, token=TOKEN) as client:
         assert client.ready()
         with pytest.raises(client_errors.PermissionDenied):
@@ -394,31 +353,16 @@ def test_friendly_json_and_grpc_need_a_token_on_the_real_server(guarded) -> None
 # ---------------------------------------------------------------- HTTPS, once
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    folder = tmp_path_factory.mktemp("https")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-         "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
-def test_https_through_bentomls_ssl_options(trained_store, certificate, tmp_path) -> None:
+def test_https_through_bentomls_ssl_options(trained_store, pki, tmp_path) -> None:
     import os
 
     from loadtest.procs import ServerProcess
 
-    cert, key = certificate
     port = free_port()
     command = [
         str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+        "--port", str(port), "--ssl-certfile", str(pki.server),
+        "--ssl-keyfile", str(pki.server_key),
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -435,7 +379,7 @@ def test_https_through_bentomls_ssl_options(trained_store, certificate, tmp_path
     with process:
         url = f"https://127.0.0.1:{port}"
         deadline = time.monotonic() + 600
-        with HttpClient(url, verify=str(cert), retry=1, timeout=30) as client:
+        with HttpClient(url, verify=str(pki.ca), retry=1, timeout=30) as client:
             while not client.ready():
                 assert time.monotonic() < deadline, process.tail()
                 time.sleep(1)

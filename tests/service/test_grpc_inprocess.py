@@ -5,147 +5,33 @@ the ``GRPC_*`` settings. The live server is exercised in ``test_grpc.py``."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_grpc_codec import COSINE
+from grpc_fakes import WINDOW, predict_request
+from grpc_health.v1 import health_pb2
 
 from clients.grpc import Client
 from service import errors
 from service import grpc_server as gs
-from service.grpc_codec import Limits
-from service.grpc_servicers import Models
-from service.served_model import State
 from tfserving_api._proto.tensorflow_serving.apis import (
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 from tfserving_api._proto.tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
 from tfserving_api.tensors import to_ndarray, to_tensor_proto
 
-WINDOW = np.arange(10, dtype=np.float32)[None]
-
-
-class FakeModel:
-    """A ServedModel stand-in: ``forecast`` = the window's sum; knobs for readiness and faults."""
-
-    def __init__(self) -> None:
-        self.info = COSINE
-        self.ready = False
-        self.fail: Exception | None = None
-        self.delay = 0.0
-        self.calls = 0
-
-    error: str | None = None
-
-    @property
-    def state(self) -> State:
-        return State.AVAILABLE if self.ready else State.LOADING
-
-    def status(self) -> list[tuple[int, str, str | None]]:  # as ModelVersions.status()
-        return [(self.info.version, self.state.value, self.error)]
-
-    async def run(self, signature: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        self.calls += 1
-        if not self.ready:
-            raise errors.NotReady("model 'cosine' is not available (loading), retry later")
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        return {"forecast": inputs.sum(axis=1)}
-
-
-@dataclass
-class Running:
-    server: gs.GrpcServer
-    model: FakeModel
-    target: str
-    loop: asyncio.AbstractEventLoop  # the server's
-
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.target)
-
-    def health(self, service: str = "") -> int:
-        with self.channel() as channel:
-            return (
-                health_pb2_grpc.HealthStub(channel)
-                .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                .status
-            )
-
-    def wait_serving(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.health() != health_pb2.HealthCheckResponse.SERVING:
-            assert time.monotonic() < deadline, "never SERVING"
-            time.sleep(0.1)
-
-
-def _predict_request(model: str = "cosine", **spec) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    for key, value in spec.items():
-        setattr(request.model_spec, key, value)
-    request.inputs["window"].CopyFrom(to_tensor_proto(WINDOW))
-    return request
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[..., Running]]:
-    """``start(settings=None)``: a GrpcServer on 127.0.0.1:<free port> in a background loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    servers = []
-
-    def run(coroutine, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
-
-    def starter(settings: gs.GrpcSettings | None = None) -> Running:
-        model = FakeModel()
-
-        def resolve(name, version, label=None):
-            if name != "cosine" or (version is not None and int(version) != COSINE.version):
-                raise errors.ModelNotFound(f"model '{name}' version {version} is not served")
-            return model
-
-        async def build() -> gs.GrpcServer:
-            models = Models({"cosine": model}, resolve, Limits(max_rows=4, max_bytes=64 * 1024))
-            server = gs.GrpcServer(
-                models, settings or gs.GrpcSettings(host="127.0.0.1", port=0, grace_s=2)
-            )
-            await server.start()
-            return server
-
-        server = run(build())
-        servers.append(server)
-        return Running(server, model, f"127.0.0.1:{server.port}", loop)
-
-    yield starter
-    for server in servers:
-        run(server.stop())
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
-
-def test_unavailable_and_not_serving_until_the_model_is_ready(start) -> None:
-    served = start()
+def test_unavailable_and_not_serving_until_the_model_is_ready(fake_grpc) -> None:
+    served = fake_grpc()
     with served.channel() as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for service in ("", gs.PREDICTION_SERVICE, gs.MODEL_SERVICE):
             assert served.health(service) == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(_predict_request(), timeout=5)
+            stub.Predict(predict_request(), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "model 'cosine' is not available (loading)" in caught.value.details()
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
@@ -155,7 +41,7 @@ def test_unavailable_and_not_serving_until_the_model_is_ready(start) -> None:
 
         served.model.ready = True
         served.wait_serving()
-        response = stub.Predict(_predict_request(), timeout=5)
+        response = stub.Predict(predict_request(), timeout=5)
         assert to_ndarray(response.outputs["forecast"]).tolist() == [45.0]
 
 
@@ -165,14 +51,14 @@ def test_unavailable_and_not_serving_until_the_model_is_ready(start) -> None:
     + [(RuntimeError("a bug"), grpc.StatusCode.INTERNAL)],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v.name,
 )
-def test_every_service_error_maps_to_its_status(start, error, code) -> None:
-    served = start()
+def test_every_service_error_maps_to_its_status(fake_grpc, error, code) -> None:
+    served = fake_grpc()
     served.model.ready = True
     served.model.fail = error
     with served.channel() as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(_predict_request(), timeout=5)
+            stub.Predict(predict_request(), timeout=5)
         assert caught.value.code() == code
         expected = (
             "internal error, see the server log"
@@ -181,11 +67,11 @@ def test_every_service_error_maps_to_its_status(start, error, code) -> None:
         )
         assert caught.value.details() == expected
         served.model.fail = None  # the server keeps serving
-        assert stub.Predict(_predict_request(), timeout=5).outputs["forecast"]
+        assert stub.Predict(predict_request(), timeout=5).outputs["forecast"]
 
 
-def test_health_follows_a_model_that_stops_being_available(start) -> None:
-    served = start()
+def test_health_follows_a_model_that_stops_being_available(fake_grpc) -> None:
+    served = fake_grpc()
     served.model.ready = True
     served.wait_serving()
     served.model.ready = False  # e.g. unloading
@@ -195,15 +81,15 @@ def test_health_follows_a_model_that_stops_being_available(start) -> None:
         time.sleep(0.1)
     with served.channel() as channel, pytest.raises(grpc.RpcError) as caught:
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-            _predict_request(), timeout=5
+            predict_request(), timeout=5
         )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_request_over_the_size_cap_is_resource_exhausted(start) -> None:
-    served = start()
+def test_request_over_the_size_cap_is_resource_exhausted(fake_grpc) -> None:
+    served = fake_grpc()
     served.model.ready = True
-    request = _predict_request()
+    request = predict_request()
     request.inputs["padding"].CopyFrom(
         to_tensor_proto(np.zeros(20_000, np.float32))
     )  # 80 kB > 64 kB cap
@@ -213,49 +99,35 @@ def test_request_over_the_size_cap_is_resource_exhausted(start) -> None:
     assert "exceed the cap of 65536" in caught.value.details()
 
 
-def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(start) -> None:
-    served = start()
+def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(fake_grpc) -> None:
+    served = fake_grpc()
     served.model.ready = True
     served.model.delay = 0.5
     served.wait_serving()
     with served.channel() as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        in_flight = stub.Predict.future(_predict_request(), timeout=10)
+        in_flight = stub.Predict.future(predict_request(), timeout=10)
         time.sleep(0.2)
         stop = asyncio.run_coroutine_threadsafe(served.server.stop(), served.loop)
         assert to_ndarray(in_flight.result().outputs["forecast"]).tolist() == [45.0]
         stop.result(10)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(_predict_request(), timeout=2)
+            stub.Predict(predict_request(), timeout=2)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for ``localhost`` (openssl CLI)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
-def test_tls_from_the_certificate_and_key_files(start, certificate) -> None:
-    cert, key = certificate
-    served = start(gs.GrpcSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key, grace_s=1))
-    served.model.ready = True
+def test_tls_from_the_certificate_and_key_files(fake_grpc, pki) -> None:
+    settings = gs.GrpcSettings(
+        host="127.0.0.1", port=0, tls_cert=pki.server, tls_key=pki.server_key, grace_s=1
+    )
+    served = fake_grpc(settings, ready=True)
     with Client(
-        f"grpcs://{served.target}", root_certificates=cert, tls_server_name="localhost", retry=1
+        f"grpcs://{served.target}", root_certificates=pki.ca, tls_server_name="localhost", retry=1
     ) as client:
         assert client.predict("cosine", {"window": WINDOW})["forecast"].tolist() == [45.0]
     with served.channel() as plaintext, pytest.raises(grpc.RpcError) as caught:
         prediction_service_pb2_grpc.PredictionServiceStub(plaintext).Predict(
-            _predict_request(), timeout=3
+            predict_request(), timeout=3
         )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
@@ -313,8 +185,8 @@ def test_addresses_and_unreadable_tls_files(tmp_path) -> None:
     "method",
     ["PredictionService/Predict", "PredictionService/Classify", "ModelService/GetModelStatus"],
 )
-def test_undecodable_bytes_are_invalid_argument(start, method) -> None:
-    served = start()
+def test_undecodable_bytes_are_invalid_argument(fake_grpc, method) -> None:
+    served = fake_grpc()
     served.model.ready = True
     with served.channel() as channel:
         call = channel.unary_unary(f"/tensorflow.serving.{method}")  # raw bytes in and out

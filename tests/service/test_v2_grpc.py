@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+from grpc_fakes import WINDOW
 from grpc_health.v1 import health_pb2
-from test_grpc_inprocess import WINDOW, start  # noqa: F401  (start is a fixture)
 from tritonclient.utils import InferenceServerException
 
 from service import errors
@@ -26,8 +26,8 @@ def infer_input(array: np.ndarray, name: str = "window", datatype: str = "FP32")
     return tensor
 
 
-def test_readiness_metadata_and_infer_with_tritonclient(start) -> None:  # noqa: F811
-    served = start()
+def test_readiness_metadata_and_infer_with_tritonclient(fake_grpc) -> None:
+    served = fake_grpc()
     client = triton_grpc.InferenceServerClient(served.target)
     try:
         assert client.is_server_live()
@@ -66,8 +66,8 @@ def test_readiness_metadata_and_infer_with_tritonclient(start) -> None:  # noqa:
         client.close()
 
 
-def test_typed_contents_are_accepted(start) -> None:  # noqa: F811
-    served = start()
+def test_typed_contents_are_accepted(fake_grpc) -> None:
+    served = fake_grpc()
     served.model.ready = True
     request = pb.ModelInferRequest(model_name="cosine")
     tensor = request.inputs.add(name="window", datatype="FP32", shape=[2, 10])
@@ -150,8 +150,8 @@ BAD = [
 @pytest.mark.parametrize(
     ("request_", "code", "fragment"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
 )
-def test_bad_requests(start, request_, code, fragment) -> None:  # noqa: F811
-    served = start()
+def test_bad_requests(fake_grpc, request_, code, fragment) -> None:
+    served = fake_grpc()
     served.model.ready = True
     with served.channel() as channel:
         stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -162,8 +162,8 @@ def test_bad_requests(start, request_, code, fragment) -> None:  # noqa: F811
         assert stub.ModelInfer(_request(), timeout=5).raw_output_contents  # still serving
 
 
-def test_undecodable_bytes_are_invalid_argument(start) -> None:  # noqa: F811
-    served = start()
+def test_undecodable_bytes_are_invalid_argument(fake_grpc) -> None:
+    served = fake_grpc()
     with served.channel() as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer",
@@ -181,8 +181,8 @@ def test_undecodable_bytes_are_invalid_argument(start) -> None:  # noqa: F811
     + [(RuntimeError("a bug"), Code.INTERNAL)],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v.name,
 )
-def test_every_service_error_maps_to_its_status(start, error, code) -> None:  # noqa: F811
-    served = start()
+def test_every_service_error_maps_to_its_status(fake_grpc, error, code) -> None:
+    served = fake_grpc()
     served.model.ready = True
     served.model.fail = error
     client = triton_grpc.InferenceServerClient(served.target)
@@ -194,8 +194,8 @@ def test_every_service_error_maps_to_its_status(start, error, code) -> None:  # 
         client.close()
 
 
-def test_model_ready_of_unknown_model_is_not_found(start) -> None:  # noqa: F811
-    served = start()
+def test_model_ready_of_unknown_model_is_not_found(fake_grpc) -> None:
+    served = fake_grpc()
     with served.channel() as channel:
         stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:

@@ -9,11 +9,11 @@ import json
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+from grpc_fakes import WINDOW
 import tritonclient.http as triton_http
-from test_auth import ADMIN, TOKENS, start  # noqa: F401  (start is a fixture)
+from test_auth import ADMIN, TOKENS
 from tritonclient.utils import InferenceServerException
 
 from service import auth
@@ -23,7 +23,6 @@ from service.versions import ModelConfig, ServingConfig, VersionPolicy
 from tfserving_api._proto.inference import grpc_predict_v2_pb2 as pb
 from tfserving_api._proto.inference import grpc_predict_v2_pb2_grpc
 
-WINDOW = np.arange(10, dtype=np.float32)[None]
 
 
 class Versions:
@@ -112,8 +111,9 @@ def test_file_overrides_and_unload_are_refused() -> None:
 # ---------------------------------------------------------------- gRPC in-process, with auth
 
 
-def test_grpc_repository_calls_are_admin_calls(start) -> None:  # noqa: F811
-    target, _, reloads = start(auth.AuthSettings(admin_token=ADMIN, tokens=TOKENS))
+def test_grpc_repository_calls_are_admin_calls(fake_grpc) -> None:
+    served = fake_grpc(auth=auth.AuthSettings(admin_token=ADMIN, tokens=TOKENS), ready=True)
+    target, reloads = served.target, served.reloads
     admin = {"authorization": f"Bearer {ADMIN}"}
     inference = {"authorization": f"Bearer {TOKENS[0]}"}
     client = triton_grpc.InferenceServerClient(target)
@@ -155,8 +155,9 @@ def test_grpc_repository_calls_are_admin_calls(start) -> None:  # noqa: F811
         client.close()
 
 
-def test_grpc_repository_is_refused_without_an_admin_token_configured(start) -> None:  # noqa: F811
-    target, _, reloads = start(auth.AuthSettings())
+def test_grpc_repository_is_refused_without_an_admin_token_configured(fake_grpc) -> None:
+    served = fake_grpc(auth=auth.AuthSettings(), ready=True)
+    target, reloads = served.target, served.reloads
     with grpc.insecure_channel(target) as channel:
         stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
