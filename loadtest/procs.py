@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,20 @@ from typing import Any, Self
 import psutil
 
 LOOPBACK = "127.0.0.1"
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """Turns SIGTERM (``timeout``, CI, ``kill``) into ``SystemExit`` in this process, so
+    that every ``finally`` that stops a server runs: Python's default dies at once and
+    leaves the servers it started running. Only from the main thread, and only where
+    nobody installed a handler of their own."""
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit)
 
 
 def free_port() -> int:
@@ -236,6 +251,7 @@ class ServerProcess:
         Raises:
             RuntimeError: it exited, or was not ready in time (the log's tail says why).
         """
+        exit_on_sigterm()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
