@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import checks, payloads
-from loadtest.doors import Call, HttpStatus
+from loadtest.doors import Call
+from loadtest.doors import _post as post_call
 from loadtest.procs import LOOPBACK, ServerProcess, free_port
 from loadtest.targets import PEERS as NAMES
 
@@ -145,18 +146,13 @@ def serve_peer(
 def peer_call(model: str = "imdb") -> Call:
     """One review per request on ``POST /predict``, checked as the friendly door's answer
     is (a bare JSON list, BentoML's batchable answer, is the list of results)."""
-    bodies, headers = payloads.json_bodies(model, 1), {"Content-Type": "application/json"}
 
-    async def call(session: Any, n: int) -> None:
-        async with session.post(PATH, data=bodies[n % len(bodies)], headers=headers) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise HttpStatus(f"HTTP {response.status}: {body[:200]!r}")
+    def check(body: bytes, _: str | None) -> None:
         answer = json.loads(body)
         answer = {"results": answer} if isinstance(answer, list) else answer
         checks.check(model, checks.from_json(model, answer), 1)
 
-    return call
+    return post_call(PATH, payloads.json_bodies(model, 1), check)
 
 
 def _alive(process: Any) -> bool:
