@@ -84,6 +84,41 @@ def _expected(spec: TensorSpec) -> str:
 # ---------------------------------------------------------------- Predict
 
 
+def check_claimed_shape(
+    shape: Sequence[int],
+    spec: TensorSpec,
+    field: str,
+    expected: str,
+    limits: Limits,
+) -> None:
+    """The shape a request tensor claims, against the signature and the caps, before any
+    value is read: shared by the TF Serving gRPC door and the Open Inference Protocol doors.
+
+    Args:
+        shape: the claimed dims, each an int >= 0.
+        field: the tensor, for messages (``inputs['window']``, ``inputs[0]``).
+        expected: the signature's tensor as the protocol spells it (``DT_FLOAT [-1, 10]``,
+            ``FP32 [-1, 10]``).
+
+    Raises:
+        InvalidInput: a wrong rank or dimension, or no rows.
+        PayloadTooLarge: more rows than ``limits.max_rows``, or more elements than
+            ``limits.max_bytes``.
+    """
+    if len(shape) != len(spec.shape) or any(
+        want is not None and got != want for got, want in zip(shape[1:], spec.row_shape)
+    ):
+        raise InvalidInput(f"{field}: expected shape {expected}, got {clip(repr(list(shape)))}")
+    if shape[0] == 0:
+        raise InvalidInput(f"{field}: must not be empty")
+    if shape[0] > limits.max_rows:
+        raise PayloadTooLarge(
+            f"{field}: {shape[0]} rows exceed the cap of {limits.max_rows} per request"
+        )
+    if math.prod(shape) > limits.max_bytes:
+        raise PayloadTooLarge(f"{field}: {math.prod(shape)} elements exceed the request cap")
+
+
 def decode_input(
     proto: TensorProto, spec: TensorSpec, field: str, limits: Limits, vocab_size: int | None = None
 ) -> np.ndarray:
@@ -107,18 +142,7 @@ def decode_input(
         raise InvalidInput(
             f"{field}: the tensor shape must be fully defined (expected {_expected(spec)})"
         )
-    if len(shape) != len(spec.shape) or any(
-        want is not None and got != want for got, want in zip(shape[1:], spec.row_shape)
-    ):
-        raise InvalidInput(f"{field}: expected shape {_expected(spec)}, got {list(shape)}")
-    if shape[0] == 0:
-        raise InvalidInput(f"{field}: must not be empty")
-    if shape[0] > limits.max_rows:
-        raise PayloadTooLarge(
-            f"{field}: {shape[0]} rows exceed the cap of {limits.max_rows} per request"
-        )
-    if math.prod(shape) > limits.max_bytes:
-        raise PayloadTooLarge(f"{field}: {math.prod(shape)} elements exceed the request cap")
+    check_claimed_shape(shape, spec, field, _expected(spec), limits)
     try:
         array = to_ndarray(proto)
     except TensorError as exc:

@@ -32,8 +32,8 @@ import numpy as np
 
 from service.catalog import TENSOR_SIGNATURE, ModelInfo, SignatureSpec, TensorSpec
 from service.client_text import clip
-from service.errors import InvalidInput, PayloadTooLarge
-from service.grpc_codec import Limits, token_vocab
+from service.errors import InvalidInput
+from service.grpc_codec import Limits, check_claimed_shape, token_vocab
 from service.inputs import check_batch
 from tfserving_api.open_inference import (
     BYTES,
@@ -194,22 +194,11 @@ def decode_input(
             f"{name}.datatype: {row.name} does not match the signature's {expected(spec)}"
         )
     try:
-        count = element_count(tensor.shape)
+        element_count(tensor.shape)  # a list of integers >= 0
     except TensorError as exc:
         raise InvalidInput(f"{name}.{exc}") from None
     shape = list(tensor.shape)
-    if len(shape) != len(spec.shape) or any(
-        want is not None and got != want for got, want in zip(shape[1:], spec.row_shape)
-    ):
-        raise InvalidInput(f"{name}.shape: expected {expected(spec)}, got {quote(shape)}")
-    if shape[0] == 0:
-        raise InvalidInput(f"{name}: must not be empty")
-    if shape[0] > limits.max_rows:
-        raise PayloadTooLarge(
-            f"{name}: {shape[0]} rows exceed the cap of {limits.max_rows} per request"
-        )
-    if count > limits.max_bytes:
-        raise PayloadTooLarge(f"{name}: {count} elements exceed the request cap")
+    check_claimed_shape(shape, spec, name, expected(spec), limits)
     try:
         if tensor.raw is not None:
             array = from_raw(row, shape, tensor.raw)

@@ -205,6 +205,43 @@ def test_bad_tensors_are_rejected_with_the_input_named(case, spec, proto, error,
     )
 
 
+CLAIMED_SHAPES = [  # (shape, error, message): the one check of the gRPC and V2 doors
+    ([1, 9], InvalidInput, "x: expected shape FP32 [-1, 10], got [1, 9]"),
+    ([10], InvalidInput, "x: expected shape FP32 [-1, 10], got [10]"),
+    ([], InvalidInput, "x: expected shape FP32 [-1, 10], got []"),
+    ([0, 10], InvalidInput, "x: must not be empty"),
+    ([5, 10], PayloadTooLarge, "x: 5 rows exceed the cap of 4 per request"),
+    ([4, 10], PayloadTooLarge, "x: 40 elements exceed the request cap"),
+]
+
+
+@pytest.mark.parametrize(("shape", "error", "message"), CLAIMED_SHAPES)
+def test_the_claimed_shape_is_checked_once_for_both_protocols(shape, error, message) -> None:
+    from service import v2_codec
+
+    limits = codec.Limits(max_rows=4, max_bytes=39)
+    with pytest.raises(error) as caught:
+        codec.check_claimed_shape(shape, WINDOW, "x", "FP32 [-1, 10]", limits)
+    assert caught.value.message == message
+    # Each door spells the expected tensor its own way and names the tensor it got.
+    tensor = to_tensor_proto(np.zeros(shape, np.float32))
+    with pytest.raises(error) as caught:
+        codec.decode_input(tensor, WINDOW, "inputs['window']", limits)
+    assert caught.value.message == message.replace("x:", "inputs['window']:").replace(
+        "FP32", "DT_FLOAT"
+    )
+    v2 = v2_codec.InputTensor("inputs[0]", "window", "FP32", shape, raw=b"")
+    with pytest.raises(error) as caught:
+        v2_codec.decode_input(v2, WINDOW, limits)
+    assert caught.value.message == message.replace("x:", "inputs[0]:")
+
+
+def test_a_huge_claimed_shape_is_cut_in_the_message() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        codec.check_claimed_shape([1] * 10_000, WINDOW, "x", "FP32 [-1, 10]", LIMITS)
+    assert len(caught.value.message) < 300 and "got [1, 1, 1" in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("spec", "value", "dtype"),
     [

@@ -171,7 +171,8 @@ def test_bad_requests_through_tritonclient(server, triton) -> None:
     cases = [
         ("nope", tensor, "FP32", array, "404", "nope"),
         ("cosine", "windows", "FP32", array, "400", "unknown input 'windows'"),
-        ("cosine", tensor, "INT32", array.astype(np.int32)[:, :5], "400", "expected FP32 [-1, 10]"),
+        ("cosine", tensor, "INT32", array.astype(np.int32)[:, :5], "400",
+         "expected shape FP32 [-1, 10]"),
         ("cosine", tensor, "FP64", np.full_like(array, 1e300, dtype=np.float64), "400", "infinity"),
         ("imdb", "text", "INT32", np.ones((1,), np.int32), "400", "INT32 does not match"),
         ("cosine", tensor, "FP32", np.zeros((65, 10), np.float32), "413", "65 rows exceed"),
@@ -254,7 +255,7 @@ def test_grpc_errors_and_reflection(server, triton_rpc) -> None:
     with pytest.raises(InferenceServerException) as caught:
         triton_rpc.infer("cosine", [bad])
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "expected FP32 [-1, 10], got [2, 5]" in caught.value.message()
+    assert "expected shape FP32 [-1, 10], got [2, 5]" in caught.value.message()
     with pytest.raises(InferenceServerException) as caught:
         triton_rpc.get_model_metadata("nope")
     assert caught.value.status() == "StatusCode.NOT_FOUND"

@@ -127,7 +127,7 @@ BAD = [
     ("shape vs byte count", _request(raw=[b"\x00" * 8]), Code.INVALID_ARGUMENT,
      "8 bytes of raw contents, shape [1, 10] of FP32 needs 40"),
     ("wrong row shape", _request(shape=(1, 9), raw=[b"\x00" * 36]), Code.INVALID_ARGUMENT,
-     "expected FP32 [-1, 10], got [1, 9]"),
+     "expected shape FP32 [-1, 10], got [1, 9]"),
     ("negative dim", _request(shape=(-1, 10)), Code.INVALID_ARGUMENT,
      "dimensions must be integers >= 0"),
     ("huge claimed shape", _request(shape=(2**62, 10)), Code.RESOURCE_EXHAUSTED, "rows exceed"),
