@@ -9,6 +9,13 @@ batches and hands each to the model's own thread, so the event loop never blocks
   ``max_batch_size``). While the model runs, new requests queue up and form the next
   batch. ``max_queue_delay_s`` (Triton's ``max_queue_delay_microseconds``, TF Serving's
   ``batch_timeout_micros``) optionally holds a batch back to let it fill; 0 by default.
+* **Fill the padding.** The model pads every batch to the next of its ``buckets`` (the
+  sizes compiled at start-up; Triton's ``preferred_batch_size``): 9 rows cost what 16 do.
+  So when the model is free with fewer rows than their bucket, the batcher waits for the
+  rest, for at most ``fill_fraction`` of that bucket's measured model time, and not at all
+  while the last few waits saw nobody arrive (one client, or every client already queued:
+  :class:`FillBackoff`). Under load the padded rows become real ones (fewer model calls
+  for the same rows); a lone request never waits (1 row fills bucket 1).
 * **Admission by time.** :meth:`submit` refuses a request at once
   (:class:`~service.errors.Overloaded`) when the wait it would face exceeds its budget:
   ``max_queue_wait_s``, or what is left of its own deadline if that is shorter. The wait is
@@ -165,6 +172,31 @@ def refuse_reason(
     return None
 
 
+class FillBackoff:
+    """When to try filling a bucket: always after a wait that saw a row arrive; after a
+    wait that saw none, skip the next 1, then 3, 7, 15 chances (so a load that cannot fill
+    costs at most one wasted wait in 16 batches)."""
+
+    LIMIT = 15
+
+    def __init__(self) -> None:
+        self.skip = 0  # chances left to skip
+        self.streak = 0  # the skip after the next miss
+
+    def should_try(self) -> bool:
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def record(self, arrived: bool) -> None:
+        if arrived:
+            self.streak = 0
+        else:
+            self.streak = min(2 * self.streak + 1, self.LIMIT)
+            self.skip = self.streak
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: np.ndarray
@@ -190,6 +222,9 @@ class Batcher:
             but its deadline); longer is refused at once.
         max_queue_delay_s: how long the oldest request may wait for a batch to fill
             while the model is idle (0: never wait).
+        buckets: the batch sizes the model pads to (empty: no padding, nothing to fill).
+        fill_fraction: the longest wait for a bucket to fill, as a fraction of its
+            estimated model time (0: never wait). Unused with ``max_queue_delay_s``.
         name: for logs and error messages, e.g. ``imdb/serving_default``.
         observer: metrics hooks.
         estimate: the model's measured throughput (tests inject one).
@@ -205,6 +240,8 @@ class Batcher:
         max_queue_rows: int,
         max_queue_wait_s: float = 1.0,
         max_queue_delay_s: float = 0.0,
+        buckets: tuple[int, ...] = (),
+        fill_fraction: float = 0.0,
         name: str = "model",
         observer: BatchObserver | None = None,
         estimate: ThroughputEstimate | None = None,
@@ -218,6 +255,9 @@ class Batcher:
         self.max_queue_rows = max_queue_rows
         self.max_queue_wait_s = max_queue_wait_s
         self.max_queue_delay_s = max_queue_delay_s
+        self.buckets = tuple(sorted(b for b in buckets if b <= max_batch_size))
+        self.fill_fraction = fill_fraction if self.buckets else 0.0
+        self.fill = FillBackoff()
         self.estimate = estimate or ThroughputEstimate(max_batch_size)
         self._clock = clock
         self._running_rows = 0  # rows of the batch the model runs now
@@ -325,6 +365,8 @@ class Batcher:
                 continue
             if self.max_queue_delay_s > 0:
                 await self._let_fill()
+            elif self.fill_fraction > 0:
+                await self._fill_bucket()
             batch = self._take()
             if batch:
                 self._busy = True
@@ -345,6 +387,31 @@ class Batcher:
                 await asyncio.wait_for(self._wakeup.wait(), left)
             except TimeoutError:
                 return
+
+    def bucket(self, rows: int) -> int:
+        """The bucket ``rows`` are padded to (``rows`` itself past the largest)."""
+        return next((b for b in self.buckets if b >= rows), rows)
+
+    async def _fill_bucket(self) -> None:
+        """Waits for the queued rows to fill their bucket, for at most ``fill_fraction`` of
+        the bucket's estimated model time; see the module docstring."""
+        assert self._wakeup is not None
+        rows = self._queued_rows
+        target = self.bucket(rows)
+        if rows >= target or not self.fill.should_try():
+            return
+        deadline = self._clock() + self.fill_fraction * self.estimate.batch_seconds(target)
+        while self._queue and self._queued_rows < target:
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
+        self.fill.record(arrived=self._queued_rows > rows)
 
     def _take(self) -> list[_Pending]:
         """Pops the next batch: live requests, oldest first, up to ``max_batch_size`` rows

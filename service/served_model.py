@@ -215,6 +215,8 @@ class ServedModel:
                 max_queue_rows=self.settings.max_queue,
                 max_queue_wait_s=self.settings.max_queue_wait_ms / 1000,
                 max_queue_delay_s=self.settings.max_queue_delay_ms / 1000,
+                buckets=self.settings.buckets,
+                fill_fraction=self.settings.batch_fill,
                 name=f"{self.info.name}/{signature}",
                 observer=_Metrics(self.info.name, signature, self.settings.buckets),
             )

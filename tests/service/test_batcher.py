@@ -16,6 +16,7 @@ from service.batcher import (
     REFUSED_WAIT,
     Batcher,
     BatchObserver,
+    FillBackoff,
     ThroughputEstimate,
     refuse_reason,
     wait_budget,
@@ -241,6 +242,85 @@ def test_queue_delay_lets_a_batch_fill_when_idle(executor):
 
     asyncio.run(main())
     assert model.calls == [2]
+
+
+def _measured(rows_per_s: float) -> ThroughputEstimate:
+    estimate = ThroughputEstimate(16)
+    for size in (1, 2, 4, 8, 16):
+        estimate.observe(size, size / rows_per_s)
+    return estimate
+
+
+def test_a_free_model_waits_for_rows_to_fill_the_padding_of_the_bucket(executor):
+    model = SlowModel()
+
+    async def main():
+        # bucket 4 takes 4 / 20 = 0.2 s: three rows may wait up to 0.2 s for a fourth.
+        batcher, _ = make(
+            model, executor, buckets=(1, 4, 16), fill_fraction=1.0, estimate=_measured(20)
+        )
+        first = [asyncio.ensure_future(batcher.submit(rows(v))) for v in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        fourth = asyncio.ensure_future(batcher.submit(rows(4)))
+        await asyncio.gather(*first, fourth)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert model.calls == [4], "the fourth row joined the padded batch of three"
+
+
+def test_without_filling_the_same_rows_take_two_model_calls(executor):
+    model = SlowModel()
+
+    async def main():
+        batcher, _ = make(model, executor, buckets=(1, 4, 16), estimate=_measured(20))
+        first = [asyncio.ensure_future(batcher.submit(rows(v))) for v in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*first, batcher.submit(rows(4)))
+        await batcher.close()
+
+    asyncio.run(main())
+    assert model.calls == [3, 1]
+
+
+def test_a_lone_request_never_waits_and_a_vain_wait_backs_off(executor):
+    model = SlowModel()
+
+    async def main():
+        batcher, _ = make(
+            model, executor, buckets=(1, 4, 16), fill_fraction=1.0, estimate=_measured(20)
+        )
+        started = time.monotonic()
+        await batcher.submit(rows(1))  # one row fills bucket 1
+        alone = time.monotonic() - started
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(rows(v)) for v in (1, 2, 3)))
+        vain = time.monotonic() - started  # nobody else came: waited its 0.2 s
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(rows(v)) for v in (1, 2, 3)))
+        skipped = time.monotonic() - started  # the next chance is skipped
+        await batcher.close()
+        return alone, vain, skipped
+
+    alone, vain, skipped = asyncio.run(main())
+    assert model.calls == [1, 3, 3]
+    assert vain >= 0.15
+    assert alone < 0.15 and skipped < 0.15  # generous: far below the 0.2 s wait
+
+
+def test_fill_backoff_skips_1_3_7_15_chances_after_vain_waits():
+    backoff = FillBackoff()
+    skipped = []
+    for _ in range(5):
+        assert backoff.should_try()
+        backoff.record(arrived=False)
+        count = 0
+        while not backoff.should_try():
+            count += 1
+        skipped.append(count)
+    assert skipped == [1, 3, 7, 15, 15]
+    backoff.record(arrived=True)  # a wait that saw a row arrive: try every time again
+    assert backoff.should_try() and backoff.should_try()
 
 
 def test_string_inputs_are_batched(executor):
