@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 BENCH_DIR = HERE.parents[1] / ".bench"
 MODELS = ("imdb",)  # what the peer servers load (peer_model.py)
 PATH = "/predict"
+WORKERS = 2  # each peer's workers or replicas
 # Every peer's venv: TensorFlow and NumPy as the project pins them (pyproject.toml).
 COMMON = ("tensorflow==2.21.0", "numpy==2.4.6")
 
@@ -52,6 +54,8 @@ class Peer:
     requirements: tuple[str, ...]
     command: Callable[[Path, int, Path], list[str]]  # (venv, port, temp dir) -> argv
     ready: str  # a GET path answering 200 once the peer serves
+    # A log line each worker prints once it serves, when ``ready`` answers for one worker.
+    worker_ready: str = ""
 
 
 PEERS = {
@@ -62,7 +66,8 @@ PEERS = {
             str(venv / "bin" / "bentoml"), "serve", "bentoml_peer:ImdbPeer", "--working-dir",
             str(HERE), "--host", LOOPBACK, "--port", str(port),
         ],  # fmt: skip
-        "/readyz",
+        "/readyz",  # any one worker's: both must also log that they are initialized
+        "Service ImdbPeer initialized",
     ),
     "litserve": Peer(
         ("litserve==0.2.19", *COMMON),
@@ -138,9 +143,18 @@ def serve_peer(
     command = PEERS[name].command(venv, port, tmp)
     try:
         with ServerProcess(command, url + PEERS[name].ready, log, env, HERE, 600) as server:
+            _wait_workers(server, PEERS[name].worker_ready, WORKERS)
             yield url, server
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_workers(server: ServerProcess, line: str, workers: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while line and server.tail(1 << 30).count(line) < workers:
+        if time.monotonic() > deadline or server.proc.poll() is not None:
+            raise RuntimeError(f"not {workers} workers logging {line!r}:\n{server.tail()}")
+        time.sleep(0.5)
 
 
 def peer_call(model: str = "imdb") -> Call:

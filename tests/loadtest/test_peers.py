@@ -116,3 +116,17 @@ def test_every_peer_batches_up_to_the_size_its_model_is_warmed_at():
         source = (ROOT / "loadtest" / "peers" / server).read_text()
         sizes = set(re.findall(r"max_batch_size=(\d+)", source))
         assert sizes == {str(peer_model.MAX_BATCH_SIZE)}, server
+
+
+def test_a_peer_is_ready_once_both_workers_say_so(tmp_path):
+    # BentoML's /readyz answers for one worker: the other's log line is awaited too.
+    script = "print('worker up', flush=True); print('worker up', flush=True)"
+    server = procs.ServerProcess([sys.executable, "-c", script], "tcp://x:1", tmp_path / "log")
+    server.start(wait=False)
+    try:
+        server.proc.wait(timeout=30)
+        peers._wait_workers(server, "worker up", 2)  # returns: both logged
+        with pytest.raises(RuntimeError, match="not 3 workers logging 'worker up'"):
+            peers._wait_workers(server, "worker up", 3)  # exited with two
+    finally:
+        server.stop()
