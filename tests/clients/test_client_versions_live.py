@@ -87,7 +87,6 @@ def server(versioned_store, server_factory, tmp_path_factory) -> Iterator:
         SERVICE_MODEL_CONFIG=str(tmp / "models.yaml"),
         SERVICE_POLL_S="0",
         SERVICE_BATCH_BUCKETS="1,4,16,64",  # few buckets: a short warm-up
-        SERVICE_XLA="0",  # and no compile: versions and labels are what is tested
         SERVICE_ADMIN_TOKEN=ADMIN_TOKEN,
     ) as (running, _):
         yield running

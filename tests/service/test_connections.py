@@ -207,7 +207,6 @@ def guarded(trained_store, server_factory, tmp_path_factory):
         SERVICE_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
         SERVICE_AUTH_TOKENS=f"other-token,{TOKEN}",
         SERVICE_ADMIN_TOKEN=ADMIN,
-        SERVICE_XLA="0",  # no compile at start-up: connections and tokens are what is tested
     ) as (running, _):
         yield running
 
@@ -375,7 +374,6 @@ def test_https_through_bentomls_ssl_options(trained_store, pki, tmp_path) -> Non
         "SERVICE_WORKERS": "1",
         "SERVICE_BATCH_BUCKETS": "1",
         "GRPC_ENABLED": "0",
-        "SERVICE_XLA": "0",  # no compile at start-up: TLS is what is tested
     }
     process = ServerProcess(command, f"tcp://127.0.0.1:{port}", tmp_path / "serve.log", env, ROOT)
     with process:

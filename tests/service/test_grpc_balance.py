@@ -39,7 +39,6 @@ def two_workers(trained_store, server_factory, tmp_path_factory):
         "SERVICE_BATCH_BUCKETS": "1,4",
         "GRPC_MAX_CONNECTION_AGE_S": "1",
         "GRPC_MAX_CONNECTION_AGE_GRACE_S": "5",
-        "SERVICE_XLA": "0",  # no compile at start-up: connections are what is tested
     }
     with server_factory(trained_store, log, **settings) as (running, _):
         yield running

@@ -184,7 +184,6 @@ def admin_server(trained_store, server_factory, tmp_path_factory):
         SERVICE_WORKERS="1",
         SERVICE_BATCH_BUCKETS="1,4",
         SERVICE_ADMIN_TOKEN=ADMIN,
-        SERVICE_XLA="0",  # no compile at start-up: the repository calls are what is tested
     ) as (running, _):
         yield running
 
