@@ -86,7 +86,7 @@ def server(versioned_store, server_factory, tmp_path_factory) -> Iterator:
         SERVICE_WORKERS="1",
         SERVICE_MODEL_CONFIG=str(tmp / "models.yaml"),
         SERVICE_POLL_S="0",
-        SERVICE_BATCH_BUCKETS="1,4,16,64",  # few buckets: a short warm-up
+        SERVICE_BATCH_BUCKETS="1,4",  # two texts at a time: two buckets, a short warm-up
         SERVICE_ADMIN_TOKEN=ADMIN_TOKEN,
     ) as (running, _):
         yield running

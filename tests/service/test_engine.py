@@ -23,9 +23,9 @@ from service.served_model import State, request_deadline
 from service.versions import ConfigError, parse_config
 
 SETTINGS = ServingSettings(buckets=(1, 4, 16), max_items=16, workers=1, poll_s=0)
-# The version, label and reload tests load cosine over and over: one bucket and no XLA keep
-# each load short (XLA and the buckets are the predictor's tests and the live server's).
-VERSIONS = replace(SETTINGS, buckets=(1,), xla="0")
+# The version, label and reload tests load cosine over and over, one row at a time: one
+# bucket keeps each load's XLA warm-up short (the buckets are the predictor's tests).
+VERSIONS = replace(SETTINGS, buckets=(1,))
 
 
 def _sample(name: str, **labels: str) -> float:

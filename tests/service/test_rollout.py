@@ -204,12 +204,17 @@ def test_two_versions_side_by_side_and_a_label_moved_under_load(rollout):
             )
         )
 
+    def answered_last(version: int) -> bool:  # every client's latest answer came from it
+        latest = {a.client: a.version for a in list(answers)}
+        return len(latest) == 8 and set(latest.values()) == {version}
+
     thread = threading.Thread(target=lambda: asyncio.run(clients()), daemon=True)
     thread.start()
     try:
-        time.sleep(3)
+        _wait(lambda: answered_last(old), what="every client answered by stable (old)")
         _reload(server, {"imdb": {"versions": "all", "labels": {"stable": new}}})
-        time.sleep(3 * POLL_S)
+        # Both workers: the one that got the RPC at once, the other at its next poll.
+        _wait(lambda: answered_last(new), what="every client answered by stable (new)")
     finally:
         stop.set()
         thread.join(60)
@@ -247,7 +252,7 @@ def test_a_server_started_on_a_broken_latest_serves_the_newest_version_that_load
         tmp_path / "serve.log",
         SERVICE_MODELS="imdb",
         SERVICE_POLL_S="0",
-        SERVICE_BATCH_BUCKETS="1,4",
+        SERVICE_BATCH_BUCKETS="1",  # one request at a time: one bucket to compile
         SERVICE_WORKERS="1",
     ) as (restarted, _):
         status = _status(restarted.url)
