@@ -88,12 +88,8 @@ FULL = {
 }
 
 
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in raw.split(",") if v.strip())
-
-
 def _ints(raw: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in _names(raw))
+    return tuple(int(v) for v in report.names(raw))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,13 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add(
         "--models",
-        type=_names,
+        type=report.names,
         default=MODELS,
         help=f"comma-separated (default: {','.join(MODELS)})",
     )
     add(
         "--modes",
-        type=_names,
+        type=report.names,
         default=DEFAULT_MODES,
         help=f"comma-separated (default: {','.join(DEFAULT_MODES)}; peers: {','.join(peers.NAMES)})",
     )
@@ -143,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    serve_models = ALL_MODELS if args.serve_models == "all" else _names(args.serve_models)
+    serve_models = ALL_MODELS if args.serve_models == "all" else report.names(args.serve_models)
     args.serve_models = tuple(dict.fromkeys((*serve_models, *args.models)))
     # The ceiling at every request size, for the items-per-request ratio.
     args.batch_sizes = tuple(sorted({*args.batch_sizes, *args.items}))

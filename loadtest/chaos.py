@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 
 from loadtest import payloads, report
+from loadtest.report import names
 from loadtest.chaos_verdicts import (
     IDLE_WITHIN_S,
     Outcome,
@@ -67,7 +68,7 @@ from loadtest.live_server import (
     grpc_raw,
     health_status,
     http_get,
-    poll_readyz,
+    poll,
     post,
     sequential,
     serve,
@@ -92,7 +93,7 @@ async def scenario_kill(server: Server, args: argparse.Namespace) -> Row:
     with CpuMeter(server.pid) as meter:
         doors = {door: (door_call(door, "imdb", 1), args.clients) for door in ("http", "grpc")}
         async with Load(server, doors) as load:
-            readyz = asyncio.create_task(poll_readyz(server.url, stop))
+            readyz = asyncio.create_task(poll(server.url, lambda: not stop.is_set()))
             await asyncio.sleep(3)
             index, victim = min(server.worker_processes().items())
             port = int(server.grpc_target.rsplit(":", 1)[1])
@@ -285,33 +286,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.chaos", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--models",
-        default=",".join(ALL_MODELS),
+        type=names,
+        default=ALL_MODELS,
         help="models the server loads (imdb is required; default: all six)",
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="default: %(default)s")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--buckets", default="", help="SERVICE_BATCH_BUCKETS (default: the service's)"
-    )
-    parser.add_argument(
+    add("--scenarios", type=names, default=SCENARIOS, help=f"default: {','.join(SCENARIOS)}")
+    add("--workers", type=int, default=2)
+    add("--buckets", default="", help="SERVICE_BATCH_BUCKETS (default: the service's)")
+    add(
         "--items",
         type=int,
         default=32,
         help="items per request under overload and in flight at SIGTERM",
     )
-    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients per door")
-    parser.add_argument("--overload-s", type=float, default=10.0, help="seconds at 4x capacity")
-    parser.add_argument(
-        "--generators", type=int, default=2, help="processes sending the overload (default 2)"
-    )
-    parser.add_argument("--recovery-timeout", type=float, default=300.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "chaos.json")
-    parser.add_argument("--trace", action="store_true", help="write every request's outcome")
+    add("--clients", type=int, default=8, help="closed-loop clients per door")
+    add("--overload-s", type=float, default=10.0, help="seconds at 4x capacity")
+    add("--generators", type=int, default=2, help="processes sending the overload (default 2)")
+    add("--recovery-timeout", type=float, default=300.0)
+    add("--out", type=Path, default=ROOT / "reports" / "chaos.json")
+    add("--trace", action="store_true", help="write every request's outcome")
     args = parser.parse_args(argv)
-    args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    args.scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
     if "imdb" not in args.models:
         parser.error("--models must include imdb (the scenarios' small requests)")
     unknown = set(args.scenarios) - set(SCENARIOS)

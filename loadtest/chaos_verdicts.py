@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import grpc
@@ -85,22 +86,23 @@ class Row:
 
 def render(rows: list[Row]) -> str:
     """The chaos table (Markdown), then one line per missed target and note."""
-    columns = ["scenario", "requests", "failures", "recovery s", "p99 ms", "other CPU", "verdict"]
-    lines = table(
-        columns,
-        (
-            [
-                row.scenario, row.requests, row.failures, fmt(row.recovery_s), fmt(row.p99_ms),
-                "-" if row.other_cpu is None else f"{row.other_cpu * 100:.0f}%",
-                "met" if row.met else f"**missed** ({len(row.missed)})",
-            ]
-            for row in rows
-        ),
-        align="lrrrrrl",
-    )  # fmt: skip
-    for row in rows:
-        lines += [f"* {row.scenario}: MISSED {text}" for text in row.missed]
-        lines += [f"* {row.scenario}: {text}" for text in row.notes]
+    columns = ["scenario", "requests", "failures", "recovery s", "p99 ms", "other CPU"]
+    cells = [
+        [row.scenario, row.requests, row.failures, fmt(row.recovery_s), fmt(row.p99_ms),
+         "-" if row.other_cpu is None else f"{row.other_cpu * 100:.0f}%"]
+        for row in rows
+    ]  # fmt: skip
+    return verdict_table(columns, cells, rows, "lrrrrr")
+
+
+def verdict_table(columns: list[str], cells: list[list[Any]], rows: list[Any], align: str) -> str:
+    """A Markdown table of ``cells`` (a row's name first) whose last column is each row's
+    verdict (``met`` or how many targets it missed), then every missed target and note."""
+    verdicts = ["met" if row.met else f"**missed** ({len(row.missed)})" for row in rows]
+    lines = table([*columns, "verdict"], [[*c, v] for c, v in zip(cells, verdicts)], align + "l")
+    for [name, *_], row in zip(cells, rows, strict=True):
+        lines += [f"* {name}: MISSED {text}" for text in row.missed]
+        lines += [f"* {name}: {text}" for text in row.notes]
     return "\n".join(lines)
 
 

@@ -220,12 +220,12 @@ class MetricsDelta:
     and the requests refused over the window (``keras_serving_refused_total``).
     """
 
-    HISTOGRAMS: ClassVar[dict[str, str]] = {
+    FAMILIES: ClassVar[dict[str, str]] = {  # a counter's family is named without "_total"
         "batch_size": "keras_serving_batch_size",
         "queue_wait": "keras_serving_queue_wait_seconds",
         "execution": "keras_serving_execution_seconds",
+        "refused": "keras_serving_refused",
     }
-    REFUSED = "keras_serving_refused"  # a counter: family name without "_total"
 
     def __init__(self, url: str, model: str) -> None:
         self.url = url.rstrip("/") + "/metrics"
@@ -233,42 +233,39 @@ class MetricsDelta:
         self.samples: dict[str, dict[str, tuple[float, float]]] = {}
 
     async def scrape(self, edge: str) -> None:
-        """Records the histograms' and counters' totals at ``edge`` (``"start"`` or ``"end"``)."""
+        """Records each family's ``_sum`` and ``_count`` (a counter's ``_total``) at ``edge``
+        (``"start"`` or ``"end"``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(self.url) as response:
             text = await response.text()
-        names = {name: key for key, name in self.HISTOGRAMS.items()}
-        names[self.REFUSED] = "refused"
-        totals = {key: [0.0, 0.0] for key in (*self.HISTOGRAMS, "refused")}
+        keys = {name: key for key, name in self.FAMILIES.items()}
+        totals = {key: [0.0, 0.0] for key in self.FAMILIES}
         for family in text_string_to_metric_families(text):
-            key = names.get(family.name.removesuffix("_total"))
-            if key is None:
-                continue
-            for sample in family.samples:
+            key = keys.get(family.name.removesuffix("_total"))
+            for sample in family.samples if key is not None else ():
                 if sample.labels.get("model") != self.model:
                     continue
                 if sample.name.endswith("_sum"):
                     totals[key][0] += sample.value
-                elif (
-                    sample.name.endswith("_count")
-                    or key == "refused"
-                    and sample.name.endswith("_total")
-                ):
+                elif sample.name.endswith(("_count", "_total")):
                     totals[key][1] += sample.value
         self.samples[edge] = {key: (total, count) for key, (total, count) in totals.items()}
 
-    def mean(self, key: str) -> float | None:
-        """Mean of histogram ``key`` over the window (None without observations)."""
+    def _delta(self, key: str) -> tuple[float, float] | None:
         if "start" not in self.samples or "end" not in self.samples:
             return None
         (sum_start, count_start), (sum_end, count_end) = (
             self.samples["start"][key],
             self.samples["end"][key],
         )
-        calls = count_end - count_start
-        return (sum_end - sum_start) / calls if calls > 0 else None
+        return sum_end - sum_start, count_end - count_start
+
+    def mean(self, key: str) -> float | None:
+        """Mean of histogram ``key`` over the window (None without observations)."""
+        delta = self._delta(key)
+        return delta[0] / delta[1] if delta is not None and delta[1] > 0 else None
 
     @property
     def mean_batch_size(self) -> float | None:
@@ -277,9 +274,8 @@ class MetricsDelta:
     @property
     def refused(self) -> int | None:
         """Requests the service refused (queue full, deadline) over the window."""
-        if "start" not in self.samples or "end" not in self.samples:
-            return None
-        return int(self.samples["end"]["refused"][1] - self.samples["start"]["refused"][1])
+        delta = self._delta("refused")
+        return None if delta is None else int(delta[1])
 
 
 async def open_loop(

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import io
 import secrets
 import threading
@@ -55,7 +54,16 @@ from loadtest.hostile_verdicts import (
     render_probes,
 )
 from loadtest.generator import answered, timed
-from loadtest.live_server import CpuMeter, Server, grpc_raw, post, serve, status_of, wait_serving
+from loadtest.live_server import (
+    CpuMeter,
+    Server,
+    grpc_raw,
+    poll,
+    post,
+    serve,
+    status_of,
+    wait_serving,
+)
 
 TRICKLE_CONNECTIONS = 300
 HEADER_TIMEOUT_S = 10.0  # the service's default SERVICE_HEADER_TIMEOUT_S
@@ -66,31 +74,19 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 class LivezProbe:
-    """``GET /livez`` on a new connection every ``every_s`` seconds, in a thread of its own
-    (so the probes' own asyncio loop being busy is not counted as the server's)."""
+    """``GET /livez`` on a new connection every ``every_s`` seconds
+    (:func:`loadtest.live_server.poll`), in a thread of its own so that the probes' own
+    asyncio loop being busy is not counted as the server's."""
 
     def __init__(self, url: str, every_s: float = 0.02) -> None:
-        self.host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.port = int(port)
-        self.every_s = every_s
+        self.url, self.every_s = url, every_s
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            sent = time.monotonic()
-            try:
-                connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
-                connection.request("GET", "/livez")
-                response = connection.getresponse()
-                response.read()
-                status, detail = str(response.status), ""
-                connection.close()
-            except Exception as exc:  # noqa: BLE001
-                status, detail = classify(exc)
-            self.outcomes.append(Outcome("livez", sent, time.monotonic(), status, detail))
-            self._stop.wait(self.every_s)
+        running = lambda: not self._stop.is_set()  # noqa: E731
+        self.outcomes = asyncio.run(poll(self.url, running, "/livez", self.every_s))
 
     def __enter__(self) -> LivezProbe:
         self._thread.start()

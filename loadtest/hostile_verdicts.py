@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from loadtest.chaos_verdicts import Outcome, Row
-from loadtest.stats import fmt, table
+from loadtest.chaos_verdicts import Outcome, Row, verdict_table
+from loadtest.stats import fmt
 
 LIVEZ_MS = 100.0  # /livez on the same worker answers within this while any probe runs
 STRING_REFUSED_S = 0.5  # the 8 MB string tensor is refused within this
@@ -184,16 +184,6 @@ def judge_burst(row: ProbeRow, outcomes: list[Outcome]) -> ProbeRow:
 
 def render_probes(rows: list[ProbeRow]) -> str:
     """The hostile table (Markdown), then every missed target and note."""
-    lines = table(
-        ["probe", "answer", "time s", "worst /livez ms", "verdict"],
-        (
-            [row.probe, row.answer, fmt(row.seconds, 2), fmt(row.livez_ms, 0),
-             "met" if row.met else f"**missed** ({len(row.missed)})"]
-            for row in rows
-        ),
-        align="llrrl",
-    )  # fmt: skip
-    for row in rows:
-        lines += [f"* {row.probe}: MISSED {text}" for text in row.missed]
-        lines += [f"* {row.probe}: {text}" for text in row.notes]
-    return "\n".join(lines)
+    cells = [[row.probe, row.answer, fmt(row.seconds, 2), fmt(row.livez_ms, 0)] for row in rows]
+    columns = ["probe", "answer", "time s", "worst /livez ms"]
+    return verdict_table(columns, cells, rows, "llrr")

@@ -262,15 +262,17 @@ class Load:
             await self.stop()
 
 
-async def poll_readyz(url: str, stop: asyncio.Event, every_s: float = 0.05) -> list[Outcome]:
-    """``GET /readyz`` on a new connection every ``every_s`` (as a kubelet probes)."""
+async def poll(
+    url: str, running: Callable[[], bool], path: str = "/readyz", every_s: float = 0.05
+) -> list[Outcome]:
+    """``GET path`` on a new connection every ``every_s`` while ``running()``, as a kubelet
+    probes (the door of each outcome is the path's name)."""
     probes = []
     timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(
-        timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
-    ) as http:
-        while not stop.is_set():
-            probes.append(await http_get(http, f"{url}/readyz", door="readyz"))
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        while running():
+            probes.append(await http_get(http, f"{url}{path}", door=path.strip("/")))
             await asyncio.sleep(every_s)
     return probes
 

@@ -25,7 +25,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import psutil
@@ -237,12 +236,7 @@ class ServerProcess:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self, wait: bool = True) -> None:
@@ -288,10 +282,6 @@ class ServerProcess:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds used so far by the server and all its children."""
-        return sum(self.cpu_by_process().values())
 
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds so far per process of the tree (:func:`cpu_by_process`)."""

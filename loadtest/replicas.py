@@ -297,7 +297,7 @@ def kill_under_load(a: Replica, b: Replica, seconds: float = 6.0) -> dict[str, A
         "answered": traffic.answered(),
         "answered_after_kill": traffic.answered(killed_at),
         "failures": len(traffic.failures()),
-        "errors": sorted({c.error for c in traffic.failures()})[:5],
+        "errors": sorted({f"{c.door}: {c.error}" for c in traffic.failures()})[:5],
     }
 
 
@@ -366,7 +366,7 @@ def rolling_update(store: Path, a: Replica, b: Replica, steady_s: float = 3.0) -
         answered=traffic.answered(),
         answered_after_sigterm=traffic.answered(terminated),
         failures=len(traffic.failures()),
-        errors=sorted({c.error for c in traffic.failures()})[:5],
+        errors=sorted({f"{c.door}: {c.error}" for c in traffic.failures()})[:5],
     )
     return figures
 

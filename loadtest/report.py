@@ -146,28 +146,22 @@ def load_record(
 
 def ceiling_records(ceiling: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per batch size of a ``loadtest.ceiling`` result."""
+    keys = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "batch_size")
     return [
         {
-            "model": ceiling["model"],
+            **{key: row[key] for key in keys},
+            **{key: ceiling[key] for key in ("model", "signature", "xla", "tag")},
             "mode": "ceiling",
             "concurrency": None,
-            "batch_size": row["batch_size"],
             "items": None,
             "requests": row["calls"],
             "errors": 0,
             "throughput": row["items_per_s"],
-            "p50_ms": row["p50_ms"],
-            "p95_ms": row["p95_ms"],
-            "p99_ms": row["p99_ms"],
-            "mean_ms": row["mean_ms"],
             "mean_batch_size": row["batch_size"],
             "queue_wait_ms": None,
             "execution_ms": row["mean_ms"],
             "generator_cpu": None,
             "server_cpu": None,
-            "signature": ceiling["signature"],
-            "xla": ceiling["xla"],
-            "tag": ceiling["tag"],
         }
         for row in ceiling["results"]
     ]
@@ -218,6 +212,11 @@ def _others(record: dict[str, Any]) -> float | None:
 
 def _cpu(value: float | None) -> str:
     return f"{value * 100:.0f}%" if value is not None else "-"
+
+
+def names(raw: str) -> tuple[str, ...]:
+    """The names in a comma-separated command-line value (``imdb,cifar``)."""
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def write(out: Path, result: dict[str, Any], markdown: str) -> None:

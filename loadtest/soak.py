@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loadtest import report
+from loadtest.report import names
 from loadtest.live_server import CpuMeter, Server, serve, wait_serving
 from loadtest.stats import fmt, table
 
@@ -259,27 +260,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.soak", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--duration", default="30m", help="e.g. 30m, 2h, 600 (default 30m)")
-    parser.add_argument(
-        "--warmup", default="", help="excluded from RSS and p99 (default: 10%%, >= 1m)"
-    )
-    parser.add_argument("--users", type=int, default=16, help="Locust users (default 16)")
-    parser.add_argument("--spawn-rate", type=float, default=4.0)
-    parser.add_argument("--sample-s", type=float, default=60.0, help="seconds between RSS samples")
-    parser.add_argument("--models", default=",".join(ALL_MODELS))
-    parser.add_argument(
-        "--workers", type=int, default=0, help="default: the service's (one per core)"
-    )
-    parser.add_argument(
-        "--buckets", default="", help="SERVICE_BATCH_BUCKETS (default: the service's)"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "soak.json")
+    add = parser.add_argument
+    add("--duration", default="30m", help="e.g. 30m, 2h, 600 (default 30m)")
+    add("--warmup", default="", help="excluded from RSS and p99 (default: 10%%, >= 1m)")
+    add("--users", type=int, default=16, help="Locust users (default 16)")
+    add("--spawn-rate", type=float, default=4.0)
+    add("--sample-s", type=float, default=60.0, help="seconds between RSS samples")
+    add("--models", type=names, default=ALL_MODELS)
+    add("--workers", type=int, default=0, help="default: the service's (one per core)")
+    add("--buckets", default="", help="SERVICE_BATCH_BUCKETS (default: the service's)")
+    add("--out", type=Path, default=ROOT / "reports" / "soak.json")
     args = parser.parse_args(argv)
     args.duration_s = parse_duration(args.duration)
     args.warmup_s = parse_duration(args.warmup) if args.warmup else max(60.0, 0.1 * args.duration_s)
     if args.warmup_s >= args.duration_s:
         args.warmup_s = args.duration_s / 4
-    args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     return args
 
 
