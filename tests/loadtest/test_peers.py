@@ -130,3 +130,45 @@ def test_a_peer_is_ready_once_both_workers_say_so(tmp_path):
             peers._wait_workers(server, "worker up", 3)  # exited with two
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ([{"label": "positive", "probability": 0.9, "positive_probability": 0.9}], None),  # BentoML
+        ({"results": [{"label": "negative", "probability": 0.8, "positive_probability": 0.2}]},
+         None),  # LitServe, Ray Serve
+        ({"results": []}, "0 results for 1 items"),
+        ([{"label": "positive", "probability": 0.2, "positive_probability": 0.2}], "probability"),
+        ({"predictions": [[0.1, 0.9]]}, "malformed body"),
+    ],
+)
+def test_peer_call_checks_each_peers_answer(answer, error):
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    async def run() -> None:
+        async def predict(request: web.Request) -> web.Response:
+            body = await request.json()
+            assert len(body["texts"]) == 1  # one review per request
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_post(peers.PATH, predict)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = procs.free_port()
+        await web.TCPSite(runner, procs.LOOPBACK, port).start()
+        try:
+            async with aiohttp.ClientSession(f"http://{procs.LOOPBACK}:{port}") as session:
+                if error is None:
+                    await peers.peer_call()(session, 0)
+                else:
+                    with pytest.raises(checks.BadResponse, match=error):
+                        await peers.peer_call()(session, 0)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
