@@ -102,13 +102,7 @@ class LogWatch:
 
     def __init__(self, log: Path) -> None:
         self.log = log
-        self.offset = self._size()
-
-    def _size(self) -> int:
-        try:
-            return self.log.stat().st_size
-        except OSError:
-            return 0
+        self.offset = log.stat().st_size if log.exists() else 0
 
     def tracebacks(self) -> int:
         with self.log.open("rb") as source:

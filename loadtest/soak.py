@@ -102,15 +102,10 @@ def rss_growth(samples: list[Sample], warmup_s: float) -> dict[str, float]:
 
 def restarts(samples: list[Sample]) -> list[str]:
     """Processes whose pid changed (or that vanished) between samples."""
-    if not samples:
-        return []
-    first = samples[0].pids
-    changed = set()
-    for sample in samples[1:]:
-        for name, pid in first.items():
-            if sample.pids.get(name) != pid:
-                changed.add(name)
-    return sorted(changed)
+    first = samples[0].pids if samples else {}
+    return sorted(
+        {name for s in samples[1:] for name, pid in first.items() if s.pids.get(name) != pid}
+    )
 
 
 def p99_series(history: list[dict[str, str]]) -> list[tuple[float, float]]:
