@@ -73,7 +73,12 @@ T = TypeVar("T")
 RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 # gRPC's round_robin policy: one connection per resolved address, each call on the next
 # ready one. Without it a channel uses pick_first: every call on the first address only.
-ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# With client-side health checking (gRPC's A17: a grpc.health.v1 Watch per connection), a
+# replica still loading its models or draining (health NOT_SERVING) gets no calls; a
+# server without the health service counts as healthy.
+ROUND_ROBIN = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
 def parse_target(target: str) -> tuple[str, bool]:

@@ -4,12 +4,15 @@ around by the retry, a single address works as before. Two real gRPC servers on 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
 import pytest
 from conftest import FakeTFServing
+from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2_grpc as real_health_pb2_grpc
 
 from clients.grpc import ROUND_ROBIN, AsyncClient, Client, _channel_options, parse_target
 from tfserving_api._proto.grpc_health.v1 import health_pb2_grpc
@@ -20,16 +23,22 @@ from tfserving_api._proto.tensorflow_serving.apis import (
 
 
 class Replica:
-    """One fake TF Serving on 127.0.0.1:<free port>."""
+    """One fake TF Serving on 127.0.0.1:<free port>; with ``watched``, grpc.health.v1 is
+    the real servicer (``Watch`` included, as the service's), starting NOT_SERVING."""
 
-    def __init__(self) -> None:
+    def __init__(self, watched: bool = False) -> None:
         self.servicer = FakeTFServing()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             self.servicer, self.server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(self.servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, self.server)
+        if watched:
+            self.health = health.HealthServicer()
+            self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            real_health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        else:
+            health_pb2_grpc.add_HealthServicer_to_server(self.servicer, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -98,6 +107,31 @@ def test_a_dead_replica_is_routed_around(replicas):
         for _ in range(20):  # none fails: the retry (or the policy) picks the live one
             client.sentiment(["a fine film"])
     assert replicas[1].predicts - before == 20
+
+
+def test_a_replica_not_serving_yet_gets_no_calls_until_it_is():
+    """Client-side health checking: a replica whose health says NOT_SERVING (loading its
+    models, or draining) is skipped by round_robin, and joins once SERVING."""
+    ready, loading = Replica(), Replica(watched=True)
+    try:
+        with Client(both([ready, loading]), timeout=10) as client:
+            for _ in range(20):
+                client.sentiment(["a fine film"])
+            assert (ready.predicts, loading.predicts) == (20, 0)
+            loading.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            deadline = time.monotonic() + 10
+            while loading.predicts == 0 and time.monotonic() < deadline:
+                client.sentiment(["a fine film"])
+            assert loading.predicts > 0, "the replica never got a call once SERVING"
+            loading.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # draining
+            time.sleep(0.5)  # the Watch stream delivers the change
+            before = loading.predicts
+            for _ in range(20):
+                client.sentiment(["a fine film"])
+            assert loading.predicts == before
+    finally:
+        for replica in (ready, loading):
+            replica.server.stop(grace=None)
 
 
 def test_async_client_balances_too(replicas):
