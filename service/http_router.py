@@ -25,7 +25,6 @@ Typical usage::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import typing as t
@@ -36,7 +35,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route, Router
 
 from service import tfserving_rest, v2_rest
@@ -107,11 +106,7 @@ class FastRoutes:
     """Routes the hot paths to our handlers and everything else to BentoML's app."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        settings: ServingSettings,
-        apis: t.Mapping[str, t.Any],
-        own_timeout: bool = False,
+        self, app: ASGIApp, settings: ServingSettings, apis: t.Mapping[str, t.Any]
     ) -> None:
         friendly = [api_route(name, api) for name, api in apis.items()]
         routes = [*friendly, *tfserving_rest.routes, *v2_rest.routes]
@@ -119,9 +114,6 @@ class FastRoutes:
         # BentoML's /metrics is off with its metrics middleware (service.http_metrics).
         routes.append(Route(METRICS_PATH, metrics_view, methods=["GET"]))
         self.timeout_s = settings.timeout_s
-        # Outside BentoML's stack (:func:`outside_bentoml`) its TimeoutMiddleware is not
-        # around the hot routes: the same bound (``SERVICE_TIMEOUT_S``, 504) is kept here.
-        self.own_timeout = own_timeout
         self.paths = {route.path for route in routes if "{" not in route.path}
         # Both paths answer errors as {"error": ...} and cap the body.
         self.app = BodyLimitMiddleware(ErrorShapeMiddleware(app), settings.max_body_bytes)
@@ -150,9 +142,6 @@ class FastRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._is_fast(scope["path"]):
             return await self.app(scope, receive, send)
-        # Inside a Starlette app, Starlette's routing raises its 404/405 as HTTPException (our
-        # JSON error bodies) instead of plain text; outside BentoML's app there is none.
-        scope.setdefault("app", self)
         token = request_deadline.set(time.monotonic() + self.timeout_s)
         started = False
 
@@ -162,65 +151,11 @@ class FastRoutes:
             await send(message)
 
         direct = scope["method"] == "POST" and scope["path"] in self.direct
-        app = self.direct_app if direct else self.fast
         try:
-            if self.own_timeout:
-                async with asyncio.timeout(self.timeout_s):
-                    await app(scope, receive, tracked)
-            else:
-                await app(scope, receive, tracked)
-        except TimeoutError:  # a body trickled in, or an answer later than SERVICE_TIMEOUT_S
-            if not started:
-                await timed_out(self.timeout_s)(scope, receive, send)
+            await (self.direct_app if direct else self.fast)(scope, receive, tracked)
         except Exception:  # a fault of ours: answered at once, never left to time out
             logger.exception("%s %s failed", scope.get("method"), clip(scope["path"]))
             if not started:
                 await internal_error_response()(scope, receive, send)
         finally:
             request_deadline.reset(token)
-
-
-def timed_out(seconds: float) -> Response:
-    """BentoML's ``TimeoutMiddleware`` answer, word for word."""
-    message = f"Not able to process the request in {seconds} seconds"
-    return JSONResponse({"error": message}, status_code=504)
-
-
-Middleware = tuple[type, dict[str, t.Any]]
-
-
-def outside_bentoml(
-    service: t.Any,
-    chain: t.Callable[[bool], t.Sequence[Middleware]],
-    keep_stack: t.Callable[[], bool],
-) -> None:
-    """Serves ``service``'s HTTP app through ``chain(True)`` (middleware and options,
-    outermost first) *around* BentoML's app instead of inside its middleware stack.
-
-    BentoML runs ``add_asgi_middleware`` middleware inside its own: Starlette's error
-    middleware, OpenTelemetry's (even with tracing excluded), and ``TimeoutMiddleware``,
-    which spawns a task, a future and a timer per request (issue 17: about a tenth of a
-    friendly request's CPU). Where that stack does something for us, ``keep_stack()`` is
-    true when the app is built, and ``chain(False)`` goes inside it as before: tracing or the
-    access log must see every request, and CORS must answer every preflight.
-
-    BentoML 1.4 has no option for this, so ``service``'s ``to_asgi`` (which the worker
-    calls once to build the app it hands uvicorn) is wrapped; any other service is left as
-    it is.
-    """
-    cls = type(service)
-    build = cls.to_asgi
-
-    def to_asgi(self: t.Any, is_main: bool = True) -> ASGIApp:
-        if self is not service:
-            return build(self, is_main)
-        if keep_stack():
-            for middleware, options in chain(False):
-                self.add_asgi_middleware(middleware, **options)
-            return build(self, is_main)
-        app = build(self, is_main)
-        for middleware, options in reversed(chain(True)):
-            app = middleware(app, **options)
-        return app
-
-    cls.to_asgi = to_asgi

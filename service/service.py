@@ -44,7 +44,7 @@ from service.cpus import sizing_message
 from service.engine import Engine
 from service.errors import ServingError, error_response, log_refusal
 from service.http_metrics import RouteMetrics
-from service.http_router import PROBE_PATHS, FastRoutes, outside_bentoml
+from service.http_router import PROBE_PATHS, FastRoutes
 from service.lifecycle import (
     DRAIN,
     PeerReadiness,
@@ -354,36 +354,16 @@ class ModelServer:
         )
 
 
-def http_middleware(outside: bool) -> list[tuple[type, dict[str, t.Any]]]:
-    """Our HTTP middleware, outermost first (``outside``: around BentoML's stack)."""
-    return [
-        # Every request counted under its route template.
-        (
-            RouteMetrics,
-            {
-                "known_paths": {api.route for api in ModelServer.apis.values()} | PROBE_PATHS,
-                "service_name": SERVICE_NAME,
-            },
-        ),
-        # With SERVICE_AUTH_TOKENS: no token, no door (the probes stay open).
-        *([] if AUTH.inference_open else [(RequireToken, {"settings": AUTH})]),
-        # Once shutting down, new requests are refused at once.
-        (RefuseWhileDraining, {"drain": DRAIN}),
-        # The hot routes skip BentoML's per-request machinery.
-        (
-            FastRoutes,
-            {"settings": SETTINGS, "apis": ModelServer.apis, "own_timeout": outside},
-        ),
-    ]
-
-
-def keep_bentoml_stack() -> bool:
-    """Whether BentoML's per-request middleware must see every request: tracing, the
-    access log, or CORS (``http.cors`` in BentoML's configuration)."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    cors = bool(BentoMLContainer.http.cors.enabled.get())
-    return SETTINGS.tracing or SETTINGS.access_log or cors
-
-
-outside_bentoml(ModelServer, http_middleware, keep_bentoml_stack)
+# Outermost of the service's middleware: every request counted under its route template.
+ModelServer.add_asgi_middleware(
+    RouteMetrics,
+    known_paths={api.route for api in ModelServer.apis.values()} | PROBE_PATHS,
+    service_name=SERVICE_NAME,
+)
+# Next, with SERVICE_AUTH_TOKENS: no token, no door (the probes stay open).
+if not AUTH.inference_open:
+    ModelServer.add_asgi_middleware(RequireToken, settings=AUTH)
+# Next: once shutting down, new requests are refused at once.
+ModelServer.add_asgi_middleware(RefuseWhileDraining, drain=DRAIN)
+# Next: the hot routes skip BentoML's per-request machinery.
+ModelServer.add_asgi_middleware(FastRoutes, settings=SETTINGS, apis=ModelServer.apis)

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import os
-import types
 
 import pytest
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service import http_router
-from service.config import ServingSettings
 from service.lifecycle import PeerReadiness
 from service.middleware import BodyLimitMiddleware, ErrorShapeMiddleware
 
@@ -96,101 +90,3 @@ def test_refusals_are_one_info_line_without_traceback(caplog):
     assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
         ("INFO", "rest /imdb/sentiment: 400 texts[0]: must not be empty", None)
     ]
-
-
-# ------------------------------------------- our middleware around BentoML's (issue 17)
-
-
-class Tagged:
-    """A pass-through middleware that remembers its tag (which chain, built for where)."""
-
-    def __init__(self, app, tag):
-        self.app, self.tag = app, tag
-
-    async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture(scope="module")
-def probe_services():
-    import bentoml
-
-    @bentoml.service(name="outer_probe")
-    class Probe:
-        @bentoml.api
-        def hello(self, name: str) -> str:
-            return name
-
-    @bentoml.service(name="other_probe")
-    class Other:
-        @bentoml.api
-        def hello(self, name: str) -> str:
-            return name
-
-    return Probe, Other
-
-
-def test_our_middleware_goes_around_bentomls_stack_unless_it_is_needed(probe_services):
-    from starlette.applications import Starlette
-
-    probe, other = probe_services
-    keep = [False]
-
-    def chain(outside):
-        return [(Tagged, {"tag": ("first", outside)}), (Tagged, {"tag": ("second", outside)})]
-
-    http_router.outside_bentoml(probe, chain, lambda: keep[0])
-    app = probe.to_asgi()
-    # Outermost first, then BentoML's whole app (with its own middleware) inside.
-    assert isinstance(app, Tagged) and app.tag == ("first", True)
-    assert isinstance(app.app, Tagged) and app.app.tag == ("second", True)
-    assert isinstance(app.app.app, Starlette)
-    assert "Tagged" not in [m.cls.__name__ for m in app.app.app.user_middleware]
-    assert isinstance(other.to_asgi(), Starlette)  # another service is left as it was
-
-    keep[0] = True  # tracing, the access log or CORS: inside BentoML's stack, as before
-    inside = probe.to_asgi()
-    assert isinstance(inside, Starlette)
-    names = [m.cls.__name__ for m in inside.user_middleware]
-    assert names.index("TimeoutMiddleware") < names.index("Tagged")
-    assert [m.kwargs["tag"] for m in inside.user_middleware if m.cls is Tagged] == [
-        ("first", False),
-        ("second", False),
-    ]
-
-
-class EchoBody(BaseModel):
-    text: str
-
-    @classmethod
-    async def from_http_request(cls, request, _):
-        return cls.model_validate_json(await request.body())
-
-
-def _fast_routes(monkeypatch, delay_s):
-    """FastRoutes as outside BentoML's stack (``own_timeout``), SERVICE_TIMEOUT_S=1, with
-    one friendly endpoint that answers after ``delay_s``."""
-    monkeypatch.setattr(http_router, "_service", lambda: None)
-
-    async def func(service, text):
-        await asyncio.sleep(delay_s)
-        return JSONResponse({"echo": text})
-
-    api = types.SimpleNamespace(route="/echo", input_spec=EchoBody, func=func)
-    settings = dataclasses.replace(ServingSettings.from_env(), timeout_s=1)
-
-    async def bentoml_app(scope, receive, send):
-        await PlainTextResponse("bentoml")(scope, receive, send)
-
-    routes = http_router.FastRoutes(bentoml_app, settings, {"echo": api}, own_timeout=True)
-    return TestClient(routes)
-
-
-def test_outside_bentomls_stack_the_hot_routes_keep_its_timeout(monkeypatch):
-    slow = _fast_routes(monkeypatch, delay_s=3)
-    answer = slow.post("/echo", content=b'{"text": "hi"}')
-    assert answer.status_code == 504
-    assert answer.json() == {"error": "Not able to process the request in 1 seconds"}
-    fast = _fast_routes(monkeypatch, delay_s=0)
-    assert fast.post("/echo", content=b'{"text": "hi"}').json() == {"echo": "hi"}
-    assert fast.get("/elsewhere").text == "bentoml"  # everything else: BentoML's app
