@@ -128,7 +128,7 @@ class ServingSettings:
     max_queue_delay_ms: float = 0.0
     # With no fixed delay: how long a free model may wait for its padded batch to fill with
     # real rows, as a fraction of that bucket's model time (0 = never; service.batcher).
-    batch_fill: float = 0.0
+    batch_fill: float = 0.5
     # Caps on what one request may carry.
     max_items: int = 64
     max_body_bytes: int = 8 * 1024 * 1024
@@ -194,7 +194,7 @@ class ServingSettings:
             max_queue=_int("SERVICE_MAX_QUEUE", 16384, minimum=1),
             max_queue_wait_ms=_float("SERVICE_MAX_QUEUE_WAIT_MS", 1000.0),
             max_queue_delay_ms=_float("SERVICE_MAX_QUEUE_DELAY_MS", 0.0),
-            batch_fill=_float("SERVICE_BATCH_FILL", 0.0),
+            batch_fill=_float("SERVICE_BATCH_FILL", 0.5),
             max_items=_int("SERVICE_MAX_ITEMS", buckets[-1], minimum=1),
             max_body_bytes=_int("SERVICE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             max_text_chars=_int("SERVICE_MAX_TEXT_CHARS", 20_000, minimum=1),
