@@ -28,7 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from service.batcher import REFUSED_ROWS, REFUSED_WAIT, Batcher, BatchObserver
+from service.admission import REFUSED_ROWS, REFUSED_WAIT
+from service.batcher import Batcher, BatchObserver
 from service.catalog import ModelInfo
 from service.client_text import public_error
 from service.config import ServingSettings, bucket_for

@@ -10,17 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import (
+from service.admission import (
     OPTIMISTIC_ROWS_PER_S,
     REFUSED_ROWS,
     REFUSED_WAIT,
-    Batcher,
-    BatchObserver,
-    FillBackoff,
     ThroughputEstimate,
     refuse_reason,
     wait_budget,
 )
+from service.batcher import Batcher, BatchObserver, FillBackoff
 from service.errors import DeadlineExceeded, ModelFailure, Overloaded
 
 
