@@ -251,7 +251,7 @@ def check_infer_response(model: str, data: bytes, items: int) -> None:
     checks.check_outputs(model, {output: array}, items)
 
 
-def _post(path: str, bodies: Any, check: Callable[[bytes, str | None], None]) -> Call:
+def post_call(path: str, bodies: Any, check: Callable[[bytes, str | None], None]) -> Call:
     """POSTs ``bodies`` in turn (JSON bytes, or V2's ``(bytes, header length)``) to ``path``;
     a non-200 raises :class:`HttpStatus`, else ``check(body, V2 header length)`` runs."""
 
@@ -315,7 +315,7 @@ def door_call(door: str, model: str, items: int = 1, path: str | None = None) ->
         else:
             checks.check(model, checks.from_json(model, json.loads(body)), items)
 
-    return _post(path or default, bodies, check)
+    return post_call(path or default, bodies, check)
 
 
 def grpc_method(door: str) -> str:

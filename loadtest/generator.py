@@ -86,9 +86,9 @@ def _cpu_seconds() -> float:
 
 @contextlib.asynccontextmanager
 async def load_client(door: str, target: str, concurrency: int) -> AsyncIterator[Any]:
-    """What :func:`~loadtest.doors.door_call` calls send through: :class:`loadtest.doors.GrpcChannels` (one
-    connection per 16 workers) for ``grpc``, else an ``aiohttp`` session with a connection
-    per worker. No retries: every failure counts."""
+    """What :func:`~loadtest.doors.door_call` calls send through:
+    :class:`loadtest.doors.GrpcChannels` (one connection per 16 workers) for ``grpc``, else
+    an ``aiohttp`` session with a connection per worker. No retries: every failure counts."""
     if door in GRPC_DOORS:
         method = grpc_method(door)
         async with GrpcChannels(target, concurrency, timeout=TIMEOUT_S, method=method) as channels:
@@ -244,7 +244,9 @@ class MetricsDelta:
         totals = {key: [0.0, 0.0] for key in self.FAMILIES}
         for family in text_string_to_metric_families(text):
             key = keys.get(family.name.removesuffix("_total"))
-            for sample in family.samples if key is not None else ():
+            if key is None:
+                continue
+            for sample in family.samples:
                 if sample.labels.get("model") != self.model:
                     continue
                 if sample.name.endswith("_sum"):

@@ -46,6 +46,14 @@ def exit_on_sigterm() -> None:
             signal.signal(signal.SIGTERM, _exit)
 
 
+def alive(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a zombie, waiting to be reaped, does not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def free_port() -> int:
     """A TCP port that was free on the loopback interface a moment ago."""
     with socket.socket() as sock:
@@ -303,8 +311,8 @@ class ServerProcess:
             children = []
         stop_process_group(self.proc)
         for child in children:
-            try:
-                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            if alive(child):
+                try:
                     child.kill()
-            except psutil.NoSuchProcess:
-                continue
+                except psutil.NoSuchProcess:
+                    continue

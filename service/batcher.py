@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.admission import REFUSED_ROWS, ThroughputEstimate, refuse_reason, wait_budget
+from service.config import bucket_for
 from service.errors import DeadlineExceeded, ModelFailure, Overloaded
 
 logger = logging.getLogger("bentoml.keras_serving.batcher")
@@ -285,41 +286,37 @@ class Batcher:
 
     async def _let_fill(self) -> None:
         """Waits until the oldest request is ``max_queue_delay_s`` old or a batch is full."""
-        assert self._wakeup is not None
-        while self._queue and self._queued_rows < self.max_batch_size:
-            left = self._queue[0].enqueued + self.max_queue_delay_s - self._clock()
-            if left <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), left)
-            except TimeoutError:
-                return
-
-    def bucket(self, rows: int) -> int:
-        """The bucket ``rows`` are padded to (``rows`` itself past the largest)."""
-        return next((b for b in self.buckets if b >= rows), rows)
+        if self._queue:
+            deadline = self._queue[0].enqueued + self.max_queue_delay_s
+            await self._wait_for_rows(self.max_batch_size, deadline)
 
     async def _fill_bucket(self) -> None:
         """Waits for the queued rows to fill their bucket, for at most ``fill_fraction`` of
         the bucket's estimated model time; see the module docstring."""
-        assert self._wakeup is not None
         rows = self._queued_rows
-        target = self.bucket(rows)
+        if rows >= self.buckets[-1]:
+            return
+        target = bucket_for(rows, self.buckets)
         if rows >= target or not self.fill.should_try():
             return
         deadline = self._clock() + self.fill_fraction * self.estimate.batch_seconds(target)
-        while self._queue and self._queued_rows < target:
+        await self._wait_for_rows(target, deadline)
+        self.fill.record(arrived=self._queued_rows > rows)
+
+    async def _wait_for_rows(self, rows: int, deadline: float) -> None:
+        """Waits until ``rows`` are queued, the queue empties, or the clock reaches
+        ``deadline``."""
+        assert self._wakeup is not None
+        while self._queue and self._queued_rows < rows:
             left = deadline - self._clock()
             if left <= 0:
-                break
+                return
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(left):
                     await self._wakeup.wait()
             except TimeoutError:
-                break
-        self.fill.record(arrived=self._queued_rows > rows)
+                return
 
     def _take(self) -> list[_Pending]:
         """Pops the next batch: live requests, oldest first, up to ``max_batch_size`` rows

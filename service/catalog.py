@@ -13,7 +13,6 @@ Typical usage::
 from __future__ import annotations
 
 import functools
-
 import json
 import logging
 from dataclasses import dataclass

@@ -115,8 +115,8 @@ def check_claimed_shape(
         raise PayloadTooLarge(
             f"{field}: {shape[0]} rows exceed the cap of {limits.max_rows} per request"
         )
-    if math.prod(shape) > limits.max_bytes:
-        raise PayloadTooLarge(f"{field}: {math.prod(shape)} elements exceed the request cap")
+    if (elements := math.prod(shape)) > limits.max_bytes:
+        raise PayloadTooLarge(f"{field}: {elements} elements exceed the request cap")
 
 
 def decode_input(

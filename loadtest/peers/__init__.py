@@ -34,8 +34,8 @@ from typing import Any
 
 from loadtest import checks, payloads
 from loadtest.doors import Call
-from loadtest.doors import _post as post_call
-from loadtest.procs import LOOPBACK, ServerProcess, free_port
+from loadtest.doors import post_call
+from loadtest.procs import LOOPBACK, ServerProcess, alive, free_port
 from loadtest.targets import PEERS as NAMES
 
 HERE = Path(__file__).resolve().parent
@@ -169,15 +169,6 @@ def peer_call(model: str = "imdb") -> Call:
     return post_call(PATH, payloads.json_bodies(model, 1), check)
 
 
-def _alive(process: Any) -> bool:
-    import psutil
-
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def smoke(names: tuple[str, ...], seconds: float = 3.0, log_dir: Path | None = None) -> int:
     """Each peer on imdb for ``seconds`` at 4 clients: every answer right, the server then
     stopped with nothing of its process tree left. Returns the failures."""
@@ -196,8 +187,8 @@ def smoke(names: tuple[str, ...], seconds: float = 3.0, log_dir: Path | None = N
                     return await measure(peer_call(), session, 4, seconds, 1.0)
 
             run = asyncio.run(load())
-        _, alive = psutil.wait_procs(tree, timeout=10)  # SIGKILLed a moment ago: reaped soon
-        left = [p.pid for p in alive if _alive(p)]
+        _, survivors = psutil.wait_procs(tree, timeout=10)  # SIGKILLed a moment ago: reaped soon
+        left = [p.pid for p in survivors if alive(p)]
         ok = run.requests > 0 and run.errors == 0 and not left
         failures += not ok
         print(
