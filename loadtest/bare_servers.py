@@ -11,14 +11,16 @@ in server CPU per request between two rows is the cost of the layer added:
 * ``bentoml-api``: a trivial ``@bentoml.api`` of that service (BentoML's request path:
   pydantic parsing, dispatch, serialization);
 * ``grpc``: a ``grpc.aio`` server whose TF Serving ``Predict`` decodes the request and
-  returns a fixed ``PredictResponse``.
+  returns a fixed ``PredictResponse``;
+* ``grpc-sync``: the same ``Predict`` on grpcio's synchronous server (a pool of 8 handler
+  threads), the structural alternative to ``grpc.aio`` (``loadtest/RESULTS.md``).
 
 Each server is one process (one worker), so its CPU per request is the layer's cost.
 
 Typical usage::
 
     python -m loadtest.bare_servers uvicorn --port 3200     # POST /bare, GET /readyz
-    python -m loadtest.bare_servers grpc --port 8600
+    python -m loadtest.bare_servers grpc --port 8600          # or grpc-sync
 """
 
 from __future__ import annotations
@@ -95,6 +97,31 @@ async def start_grpc(port: int) -> object:
     return server
 
 
+def serve_grpc_sync(port: int, threads: int = 8) -> None:
+    """The fixed ``Predict`` of :func:`start_grpc` on grpcio's synchronous server (handlers
+    on a pool of ``threads``), served until terminated."""
+    from concurrent import futures
+
+    import grpc
+
+    from tfserving_api._proto.tensorflow_serving.apis import (
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    answer = predict_pb2.PredictResponse.FromString(fixed_predict_response())
+
+    class FixedPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: object, context: object) -> object:
+            return answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(FixedPrediction(), server)
+    server.add_insecure_port(f"{LOOPBACK}:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 async def serve_grpc(port: int) -> None:
     """Serves :func:`start_grpc` until terminated."""
     server = await start_grpc(port)
@@ -115,7 +142,7 @@ class Layer:
             bentoml = str(Path(python).parent / "bentoml")
             service = "loadtest.bare_service:BareService"
             return [bentoml, "serve", service, "--host", LOOPBACK, "--port", str(port)]
-        kind = "grpc" if self.door == "grpc" else "uvicorn"
+        kind = self.name if self.door == "grpc" else "uvicorn"
         return [python, "-m", "loadtest.bare_servers", kind, "--port", str(port)]
 
     def ready_url(self, port: int) -> str:
@@ -129,14 +156,18 @@ LAYERS = (
     Layer("bentoml-asgi", "http", "/asgi/bare"),
     Layer("bentoml-api", "http", "/api"),
     Layer("grpc", "grpc", ""),
+    Layer("grpc-sync", "grpc", ""),
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=("uvicorn", "grpc"))
+    parser.add_argument("kind", choices=("uvicorn", "grpc", "grpc-sync"))
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    if args.kind == "grpc-sync":
+        serve_grpc_sync(args.port)
+        return 0
     if args.kind == "grpc":
         asyncio.run(serve_grpc(args.port))
         return 0

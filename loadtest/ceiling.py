@@ -65,7 +65,8 @@ def measure(
 
     Returns:
         The model's tag, signature and load times, and per batch size: calls, latency
-        percentiles in ms per call and items per second.
+        percentiles in ms per call, items per second and the process's CPU (cores, and ms
+        per item: what the model itself costs, the floor under any server's CPU per item).
     """
     import bentoml
     import tensorflow as tf
@@ -88,11 +89,13 @@ def measure(
         batch = model_inputs(model, size)
         predictor.run(signature, batch)  # caches, allocator: the first call is not typical
         durations: list[float] = []
-        begin = time.perf_counter()
+        begin, cpu_begin = time.perf_counter(), time.process_time()
         while len(durations) < min_calls or time.perf_counter() - begin < seconds:
             start = time.perf_counter()
             predictor.run(signature, batch)
             durations.append(time.perf_counter() - start)
+        # Every thread of this process (TensorFlow's own included): the model's CPU cost.
+        cpu, wall = time.process_time() - cpu_begin, time.perf_counter() - begin
         stats = percentiles([s * 1000.0 for s in durations])
         results.append(
             {
@@ -100,6 +103,8 @@ def measure(
                 "calls": len(durations),
                 **stats,
                 "items_per_s": size * len(durations) / sum(durations),
+                "cpu": cpu / wall,  # cores busy while timing (1.0 = one core)
+                "cpu_ms_per_item": cpu * 1000.0 / (size * len(durations)),
             }
         )
         print(f"  ceiling {model} batch {size:>3}: {stats['p50_ms']:8.2f} ms/call", file=sys.stderr)

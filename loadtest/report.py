@@ -161,7 +161,9 @@ def ceiling_records(ceiling: dict[str, Any]) -> list[dict[str, Any]]:
             "queue_wait_ms": None,
             "execution_ms": row["mean_ms"],
             "generator_cpu": None,
-            "server_cpu": None,
+            # The in-process caller's own CPU: its "server ms/req" is the model's cost per item.
+            "server_cpu": row.get("cpu"),
+            "server_ms_per_request": row.get("cpu_ms_per_item"),
         }
         for row in ceiling["results"]
     ]
@@ -286,7 +288,7 @@ def _layers_table(records: list[dict[str, Any]]) -> list[str]:
     ]
     for r in layers + service:
         name = r.get("layer") or f"service {r['mode']}"
-        door = "grpc" if r["mode"] == "grpc" or r.get("layer") == "grpc" else "http"
+        door = "grpc" if r["mode"] == "grpc" or (r.get("layer") or "").startswith("grpc") else "http"
         cells = [name, door, r["concurrency"], fmt(r.get("requests_per_s"), 1)]
         cells += [fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), str(r["errors"]), _server_cpu(r)]
         cells += [fmt(r.get("server_ms_per_request"), 3), _cpu(r.get("generator_cpu"))]

@@ -21,6 +21,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import functools
 import math
 import typing as t
 from collections.abc import Mapping, Sequence
@@ -76,6 +77,7 @@ def _tf_dtype(spec: TensorSpec) -> str:
     return _dtype_name(dtype_for(spec.dtype).enum)
 
 
+@functools.lru_cache(maxsize=1024)  # one entry per signature tensor of the loaded models
 def _expected(spec: TensorSpec) -> str:
     dims = ", ".join("-1" if d is None else str(d) for d in spec.shape)
     return f"{_tf_dtype(spec)} [{dims}]"

@@ -24,6 +24,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
@@ -99,6 +100,7 @@ class InferRequest:
         return [tensor.name for tensor in self.inputs]
 
 
+@functools.lru_cache(maxsize=1024)  # one entry per signature tensor of the loaded models
 def expected(spec: TensorSpec) -> str:
     """``BYTES [-1]``: a signature tensor as V2 metadata spells it."""
     dims = ", ".join("-1" if d is None else str(d) for d in spec.shape)

@@ -53,6 +53,8 @@ def test_quick_bench_writes_a_well_formed_report_without_errors(server, tmp_path
     ceiling = [r for r in records if r["mode"] == "ceiling"]
     assert [r["batch_size"] for r in ceiling] == [1, 4]  # 4: the items-per-request size
     assert ceiling[0]["signature"] == "predict_text"
+    # The model's own CPU per item, measured in the in-process caller (any thread of it).
+    assert all(r["server_cpu"] > 0 and r["server_ms_per_request"] > 0 for r in ceiling)
     loads = [r for r in records if r["mode"] in LOAD_MODES]
     assert {(r["mode"], r["concurrency"], r["items"]) for r in loads} == {
         (m, c, 1) for m in LOAD_MODES for c in (1, 4)
@@ -101,7 +103,9 @@ def test_layers_rows_measure_each_door_without_a_model(tmp_path):
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "Which layer costs what" in proc.stdout
     records = json.loads(out.read_text())["records"]
-    assert [r["layer"] for r in records] == ["uvicorn", "bentoml-asgi", "bentoml-api", "grpc"]
+    assert [r["layer"] for r in records] == [
+        "uvicorn", "bentoml-asgi", "bentoml-api", "grpc", "grpc-sync",
+    ]
     for r in records:
         assert r["errors"] == 0 and r["requests"] > 0, r["error_examples"]
         assert r["concurrency"] == 4 and r["server_ms_per_request"] > 0, r
