@@ -1,7 +1,7 @@
 """A minimal BentoML service without a model, for the benchmark's ``layers`` rows.
 
 Same BentoML options as ``service.service`` (access log off, tracing excluded for every
-URL, one worker here so that its CPU per request is one process's), with the bare Starlette
+URL, BentoML's own HTTP metrics middleware off, one worker here so that its CPU per request is one process's), with the bare Starlette
 route of :mod:`loadtest.bare_servers` mounted at ``/asgi`` and a trivial ``@bentoml.api``
 taking the friendly imdb body and returning the same fixed answer.
 
@@ -27,6 +27,7 @@ _ANSWER: dict[str, Any] = json.loads(ANSWER)
     name="bare",
     workers=1,
     logging={"access": {"enabled": False}},
+    metrics={"enabled": False},  # as service.service: its route-labelled metrics replace them
     tracing={"excluded_urls": [".*"]},
 )
 @bentoml.asgi_app(bare_app(), path="/asgi")
