@@ -236,6 +236,7 @@ async def run_level(
     record["machine_cpu"] = probe.machine_cpu
     by_process = probe.server_cpu_by_process or {}
     record["server_cpu_by_process"] = {k: v for k, v in by_process.items() if v >= 0.01}
+    record["server_cpu_by_thread"] = probe.server_cpu_by_thread
     record["load_1m"] = os.getloadavg()[0]
     report.print_progress(record)
     return record

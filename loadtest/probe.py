@@ -9,6 +9,7 @@ Typical usage::
     probe = WindowProbe(MetricsDelta(url, "imdb"), server)
     run = await measure(call, client, 64, 10, 2, on_window=probe.at)
     probe.server_cpu_by_process      # {"arbiter": 0.01, "worker 1": 0.93, "worker 2": 0.91}
+    probe.server_cpu_by_thread       # {"main": 0.9, "tensorflow": 0.5, "grpc": 0.1, "other": 0.3}
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ class WindowProbe:
         self.metrics = metrics
         self.server = server
         self.edges: dict[str, tuple[dict[str, float] | None, float, float]] = {}
+        self.threads: dict[str, dict[str, float]] = {}
 
     async def at(self, edge: str) -> None:
         if self.metrics is not None:
             await self.metrics.scrape(edge)
         server = self.server.cpu_by_process() if self.server is not None else None
+        if self.server is not None:
+            self.threads[edge] = self.server.cpu_by_thread()
         self.edges[edge] = (server, machine_busy_seconds(), time.perf_counter())
 
     def _wall(self) -> float:
@@ -49,6 +53,15 @@ class WindowProbe:
         start, end = self.edges["start"][0], self.edges["end"][0]
         wall = self._wall()
         return {name: (end[name] - start.get(name, 0.0)) / wall for name in sorted(end)}
+
+    @property
+    def server_cpu_by_thread(self) -> dict[str, float] | None:
+        """The server's CPU seconds per second by kind of thread (``main``, ``tensorflow``,
+        ``grpc``, ``other``: :func:`loadtest.procs.thread_kind`), or None when unknown."""
+        if len(self.edges) != 2 or not self.threads.get("start") or not self.threads.get("end"):
+            return None
+        start, end, wall = self.threads["start"], self.threads["end"], self._wall()
+        return {kind: max(0.0, end[kind] - start.get(kind, 0.0)) / wall for kind in end}
 
     @property
     def server_cpu(self) -> float | None:

@@ -1,6 +1,6 @@
 """Server subprocesses and what they are doing: free loopback ports, readiness, clean
-shutdown, and inspection (workers by ``--worker-id``, CPU and RSS per process, listening
-sockets, the machine's busy CPU).
+shutdown, and inspection (workers by ``--worker-id``, CPU and RSS per process, CPU by kind
+of thread, listening sockets, the machine's busy CPU).
 
 Every server runs in its own process group, so stopping it reaches every worker that
 ``bentoml serve`` forks; what it prints goes to a log file that errors quote.
@@ -198,6 +198,52 @@ def cpu_by_process(pid: int) -> dict[str, float]:
     return _by_process(pid, lambda p: sum(p.cpu_times()[:2]))  # user + system
 
 
+# What a server's threads are, by the name the kernel knows them by (``/proc/.../comm``).
+THREAD_KINDS = ("main", "tensorflow", "grpc", "other")
+
+
+def thread_kind(tid: int, pid: int, comm: str) -> str:
+    """``main`` (the process's first thread: a worker's event loop), ``tensorflow`` (its op
+    pools, ``tf_*``), ``grpc`` (gRPC core's C threads: ``event_engine``, ``grpc_*``) or
+    ``other`` (Python threads: the model's runner, grpc.aio's poller, executors)."""
+    if tid == pid:
+        return "main"
+    if comm.startswith("tf_"):
+        return "tensorflow"
+    if comm.startswith(("event_engine", "grpc")):
+        return "grpc"
+    return "other"
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the tree of ``pid``, summed by :func:`thread_kind` over its
+    processes' live threads (Linux ``/proc``; a thread that has ended is no longer counted,
+    so a difference over a window holds for a server's long-lived threads)."""
+    try:
+        root = psutil.Process(pid)
+        pids = [root.pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found = dict.fromkeys(THREAD_KINDS, 0.0)
+    for process in pids:
+        try:
+            tids = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                comm = Path(f"/proc/{process}/task/{tid}/comm").read_text().strip()
+                # Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+                fields = Path(f"/proc/{process}/task/{tid}/stat").read_text().rsplit(")", 1)[1]
+                utime, stime = fields.split()[11:13]
+            except (OSError, ValueError):
+                continue  # the thread ended meanwhile
+            kind = thread_kind(int(tid), process, comm)
+            found[kind] += (int(utime) + int(stime)) / ticks
+    return found
+
+
 def rss_by_process(pid: int) -> dict[str, int]:
     """Resident memory in bytes per process of the tree, named as in :func:`cpu_by_process`."""
     return _by_process(pid, lambda p: p.memory_info().rss)  # type: ignore[return-value]
@@ -294,6 +340,10 @@ class ServerProcess:
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds so far per process of the tree (:func:`cpu_by_process`)."""
         return cpu_by_process(self.proc.pid) if self.proc is not None else {}
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds so far by kind of thread over the tree (:func:`cpu_by_thread`)."""
+        return cpu_by_thread(self.proc.pid) if self.proc is not None else {}
 
     def rss_by_process(self) -> dict[str, int]:
         """Resident bytes per process of the tree (:func:`rss_by_process`)."""

@@ -9,7 +9,8 @@ None otherwise), ``items`` (per request), ``requests``, ``errors``, ``throughput
 call, both means, and ``refused``), ``generator_cpu`` (the load generator's CPU seconds per
 second: 1.0 is one core) and ``generator_ms_per_request``, ``server_cpu`` (the same for the
 server's process tree, when the benchmark started it; by process in
-``server_cpu_by_process``) and ``server_ms_per_request``, and ``machine_cpu`` (every
+``server_cpu_by_process``, by kind of thread in ``server_cpu_by_thread``: ``main``,
+``tensorflow``, ``grpc``, ``other``) and ``server_ms_per_request``, and ``machine_cpu`` (every
 process on the machine: what exceeds generator + server was someone else's load). Rows of
 the ``layers`` mode also have ``layer``; a peer's (mode ``bentoml``, ``litserve``,
 ``rayserve``) also has ``peer``, its venv's pins. Ratios and targets: :mod:`loadtest.targets`.
@@ -30,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from loadtest.procs import THREAD_KINDS
 from loadtest.stats import fmt, row, table
 from loadtest.targets import DOORS, PEERS, summarize
 
@@ -297,6 +299,31 @@ def _layers_table(records: list[dict[str, Any]]) -> list[str]:
     return lines + table(columns, rows, align="lll" + "r" * 9)
 
 
+def _threads_table(records: list[dict[str, Any]]) -> list[str]:
+    """The service's CPU per request by kind of thread (``loadtest.procs.thread_kind``)."""
+    rows = []
+    for r in records:
+        threads = r.get("server_cpu_by_thread")
+        if r["mode"] not in DOORS or not threads or not r.get("requests_per_s"):
+            continue
+        per_second = r["requests_per_s"]
+        per_request = [threads.get(kind, 0.0) * 1000.0 / per_second for kind in THREAD_KINDS]
+        rows.append(
+            [r["model"], r["mode"], _level(r), *(fmt(ms, 3) for ms in per_request)]
+            + [fmt(sum(per_request), 3)]
+        )
+    if not rows:
+        return []
+    intro = (
+        "The service's CPU per request by thread, ms (every worker summed; event loop = each "
+        "worker's main thread, TensorFlow = its op pools, gRPC core = grpc's C threads, other "
+        "= Python threads: the model's runner, which runs TensorFlow's ops inline, and "
+        "grpc.aio's poller):"
+    )
+    columns = ["model", "door", "c", "event loop", "TensorFlow", "gRPC core", "other", "total"]
+    return ["", intro, "", *table(columns, rows, align="lll" + "r" * 5)]
+
+
 def _ratios_table(summary: dict[str, Any]) -> list[str]:
     keys = (
         "http_over_ceiling", "tfserving_over_ceiling", "grpc_over_ceiling", "http_over_naive",
@@ -376,6 +403,7 @@ def render(result: dict[str, Any]) -> str:
     records = result["records"]
     lines = _main_table([r for r in records if r["mode"] != "layers"])
     lines += _layers_table(records)
+    lines += _threads_table(records)
     lines = lines[1:] if lines[:1] == [""] else lines
     summary = result.get("summary", {})
     lines += _ratios_table(summary)

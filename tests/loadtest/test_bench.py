@@ -73,6 +73,8 @@ def test_quick_bench_writes_a_well_formed_report_without_errors(server, tmp_path
             assert r["mean_batch_size"] is not None and r["mean_batch_size"] >= 1, r
             assert r["queue_wait_ms"] >= 0 and r["execution_ms"] > 0, r
             assert r["refused"] == 0, r
+            # A server the benchmark did not start (--url): no process to read threads from.
+            assert r["server_cpu_by_thread"] is None, r
     batched = [r for r in loads if r["items"] == 4]
     assert all(r["mean_batch_size"] >= 4 for r in batched), batched
 
@@ -167,3 +169,18 @@ def test_targets_of_issue_8_are_evaluated_from_the_records():
     )
     assert "| imdb | 64 |" in rendered and "MISSED (short by 0.33)" in rendered
     assert "| imdb | grpc | c=1 x32 |" in rendered
+
+
+def test_the_cpu_by_thread_table_is_per_request_for_the_service_doors():
+    grpc = {"model": "imdb", "mode": "grpc", "concurrency": 64, "batch_size": None, "items": 1,
+            "throughput": 2000.0, "requests_per_s": 2000.0, "p50_ms": 30.0, "p99_ms": 90.0,
+            "errors": 0, "server_cpu_by_thread": {"main": 0.6, "tensorflow": 0.4, "grpc": 0.08,
+                                                  "other": 0.2}}  # fmt: skip
+    naive = {**grpc, "mode": "naive", "server_cpu_by_thread": {"main": 1.0}}
+    rendered = report.render({"machine": report.describe_machine(), "records": [grpc, naive],
+                              "summary": {}})  # fmt: skip
+    assert "CPU per request by thread" in rendered
+    # 0.6 cores at 2,000 requests/s: 0.3 ms of event loop per request; the naive server's
+    # row is not the service's and is not in this table.
+    assert "| imdb | grpc | c=64 | 0.300 | 0.200 | 0.040 | 0.100 | 0.640 |" in rendered
+    assert rendered.count("| imdb | naive | c=64 |") == 1  # the main table only
