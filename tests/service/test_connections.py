@@ -97,7 +97,7 @@ def test_the_cap_warning_is_logged_once_per_interval() -> None:
             {
                 "grpc.max_concurrent_streams": 256,
                 "grpc.max_connection_idle_ms": 300_000,
-                "grpc.max_connection_age_ms": 5_000,
+                "grpc.max_connection_age_ms": 1_000,
                 "grpc.max_connection_age_grace_ms": 60_000,
             },
         ),
