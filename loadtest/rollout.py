@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         store=Path(args.store),
         private=True,  # the new version lands only in the server's own store
         SERVICE_POLL_S=args.poll,
+        # One connection per client, kept: one worker each, which switches exactly once.
+        GRPC_MAX_CONNECTION_AGE_S="0",
     ) as server:
         result = watch_rollout(
             lambda: workers_rss(server.pid),

@@ -52,6 +52,10 @@ def rollout(trained_store, server_factory, tmp_path_factory):
         SERVICE_BATCH_BUCKETS="1,4,16",
         SERVICE_WORKERS="2",
         SERVICE_ADMIN_TOKEN=ADMIN_TOKEN,
+        # Each client keeps its one connection, so one worker, which switches once: with the
+        # default connection age a gRPC client moves between the workers, and during the gap
+        # between their switches it may see the old version again (README "Model versions").
+        GRPC_MAX_CONNECTION_AGE_S="0",
     ) as (running, _):
         yield running, store
 
