@@ -74,11 +74,9 @@ def fixed_predict_response() -> bytes:
     return response.SerializeToString()
 
 
-async def start_grpc(port: int) -> object:
-    """A started ``grpc.aio`` server whose TF Serving ``Predict`` answers every request with
-    the fixed response (stop it with ``await server.stop(None)``)."""
-    import grpc
-
+def _serve_fixed_prediction(server: object, port: int, asynchronous: bool) -> None:
+    """Adds to ``server`` (a ``grpc.aio`` or a synchronous one) a TF Serving ``Predict`` that
+    answers every request with the fixed response, on ``port`` of the loopback."""
     from tfserving_api._proto.tensorflow_serving.apis import (
         predict_pb2,
         prediction_service_pb2_grpc,
@@ -86,13 +84,26 @@ async def start_grpc(port: int) -> object:
 
     answer = predict_pb2.PredictResponse.FromString(fixed_predict_response())
 
-    class FixedPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+    class SyncPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: object, context: object) -> object:
+            return answer
+
+    class AsyncPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def Predict(self, request: object, context: object) -> object:
             return answer
 
+    servicer = AsyncPrediction() if asynchronous else SyncPrediction()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{LOOPBACK}:{port}")  # type: ignore[attr-defined]
+
+
+async def start_grpc(port: int) -> object:
+    """A started ``grpc.aio`` server whose TF Serving ``Predict`` answers every request with
+    the fixed response (stop it with ``await server.stop(None)``)."""
+    import grpc
+
     server = grpc.aio.server()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(FixedPrediction(), server)
-    server.add_insecure_port(f"{LOOPBACK}:{port}")
+    _serve_fixed_prediction(server, port, asynchronous=True)
     await server.start()
     return server
 
@@ -104,20 +115,8 @@ def serve_grpc_sync(port: int, threads: int = 8) -> None:
 
     import grpc
 
-    from tfserving_api._proto.tensorflow_serving.apis import (
-        predict_pb2,
-        prediction_service_pb2_grpc,
-    )
-
-    answer = predict_pb2.PredictResponse.FromString(fixed_predict_response())
-
-    class FixedPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request: object, context: object) -> object:
-            return answer
-
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(FixedPrediction(), server)
-    server.add_insecure_port(f"{LOOPBACK}:{port}")
+    _serve_fixed_prediction(server, port, asynchronous=False)
     server.start()
     server.wait_for_termination()
 

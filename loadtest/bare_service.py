@@ -1,9 +1,10 @@
 """A minimal BentoML service without a model, for the benchmark's ``layers`` rows.
 
 Same BentoML options as ``service.service`` (access log off, tracing excluded for every
-URL, BentoML's own HTTP metrics middleware off, one worker here so that its CPU per request is one process's), with the bare Starlette
-route of :mod:`loadtest.bare_servers` mounted at ``/asgi`` and a trivial ``@bentoml.api``
-taking the friendly imdb body and returning the same fixed answer.
+URL, BentoML's own HTTP metrics middleware off; one worker here, so that its CPU per
+request is one process's), with the bare Starlette route of :mod:`loadtest.bare_servers`
+mounted at ``/asgi`` and a trivial ``@bentoml.api`` taking the friendly imdb body and
+returning the same fixed answer.
 
 Typical usage::
 

@@ -58,9 +58,10 @@ class WindowProbe:
     def server_cpu_by_thread(self) -> dict[str, float] | None:
         """The server's CPU seconds per second by kind of thread (``main``, ``tensorflow``,
         ``grpc``, ``other``: :func:`loadtest.procs.thread_kind`), or None when unknown."""
-        if len(self.edges) != 2 or not self.threads.get("start") or not self.threads.get("end"):
+        start, end = self.threads.get("start"), self.threads.get("end")
+        if not start or not end:  # no server process, or it was gone at an edge
             return None
-        start, end, wall = self.threads["start"], self.threads["end"], self._wall()
+        wall = self._wall()
         return {kind: max(0.0, end[kind] - start.get(kind, 0.0)) / wall for kind in end}
 
     @property

@@ -175,17 +175,22 @@ def _process_name(command: list[str], is_root: bool) -> str:
     return name.partition(".")[0] if name.startswith("ray::") else name
 
 
-def _by_process(pid: int, measure: Callable[[psutil.Process], float]) -> dict[str, float]:
-    """``measure`` summed per process name over the tree of ``pid``."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and every process under it (empty once ``pid`` is gone)."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return {}
+        return []
+
+
+def _by_process(pid: int, measure: Callable[[psutil.Process], float]) -> dict[str, float]:
+    """``measure`` summed per process name over the tree of ``pid``."""
+    processes = _tree(pid)
     found: dict[str, float] = {}
     for process in processes:
         try:
-            name = _process_name(process.cmdline(), process is root)
+            name = _process_name(process.cmdline(), process is processes[0])
             found[name] = found.get(name, 0) + measure(process)
         except psutil.NoSuchProcess:
             continue
@@ -219,14 +224,12 @@ def cpu_by_thread(pid: int) -> dict[str, float]:
     """CPU seconds so far of the tree of ``pid``, summed by :func:`thread_kind` over its
     processes' live threads (Linux ``/proc``; a thread that has ended is no longer counted,
     so a difference over a window holds for a server's long-lived threads)."""
-    try:
-        root = psutil.Process(pid)
-        pids = [root.pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.NoSuchProcess:
+    processes = _tree(pid)
+    if not processes:
         return {}
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     found = dict.fromkeys(THREAD_KINDS, 0.0)
-    for process in pids:
+    for process in (p.pid for p in processes):
         try:
             tids = os.listdir(f"/proc/{process}/task")
         except OSError:

@@ -290,7 +290,8 @@ def _layers_table(records: list[dict[str, Any]]) -> list[str]:
     ]
     for r in layers + service:
         name = r.get("layer") or f"service {r['mode']}"
-        door = "grpc" if r["mode"] == "grpc" or (r.get("layer") or "").startswith("grpc") else "http"
+        grpc = r["mode"] == "grpc" or (r.get("layer") or "").startswith("grpc")
+        door = "grpc" if grpc else "http"
         cells = [name, door, r["concurrency"], fmt(r.get("requests_per_s"), 1)]
         cells += [fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), str(r["errors"]), _server_cpu(r)]
         cells += [fmt(r.get("server_ms_per_request"), 3), _cpu(r.get("generator_cpu"))]
